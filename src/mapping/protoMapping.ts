@@ -1,0 +1,173 @@
+/**
+ * Domain <-> generated proto messages. Used by the gRPC layer (responses) and
+ * by the stores (records are kept as the proto's canonical JSON, readable in
+ * redis-cli and evolvable with the schema).
+ */
+import type { Delivery, DeliveryEvent, DeliveryEventData, DeliveryStatus, RecordedEvent } from "../domain/index.js";
+import * as pb from "../gen/delivery/v1/delivery.js";
+
+const STATUS_TO_PROTO: { readonly [S in DeliveryStatus]: pb.DeliveryStatus } = {
+  READY: pb.DeliveryStatus.DELIVERY_STATUS_READY,
+  ACTIVE: pb.DeliveryStatus.DELIVERY_STATUS_ACTIVE,
+  COLLECTED: pb.DeliveryStatus.DELIVERY_STATUS_COLLECTED,
+  COMPLETED: pb.DeliveryStatus.DELIVERY_STATUS_COMPLETED,
+  CANCELLED: pb.DeliveryStatus.DELIVERY_STATUS_CANCELLED,
+};
+
+function statusFromProto(status: pb.DeliveryStatus): DeliveryStatus {
+  for (const [name, value] of Object.entries(STATUS_TO_PROTO)) {
+    if (value === status) return name as DeliveryStatus;
+  }
+  throw new Error(`stored delivery has unknown status ${status}`);
+}
+
+function big(n: number): bigint {
+  return BigInt(n);
+}
+
+function num(n: bigint): number {
+  const value = Number(n);
+  if (!Number.isSafeInteger(value)) throw new Error(`stored value ${n} is not a safe integer`);
+  return value;
+}
+
+function ms(date: Date | undefined): number {
+  if (!date) throw new Error("stored record lacks a timestamp");
+  return date.getTime();
+}
+
+export function toProtoDelivery(d: Delivery): pb.Delivery {
+  return {
+    id: d.id,
+    status: STATUS_TO_PROTO[d.status],
+    budget: big(d.budgetMinor),
+    notes: d.notes,
+    purchasePrice: big(d.purchasePriceMinor),
+    sellPrice: big(d.sellPriceMinor),
+    quantity: big(d.quantity),
+    deliveredQuantity: big(d.deliveredQuantity),
+    version: big(d.version),
+    createdAt: new Date(d.createdAtMs),
+    updatedAt: new Date(d.updatedAtMs),
+  };
+}
+
+export function fromProtoDelivery(p: pb.Delivery): Delivery {
+  return {
+    id: p.id,
+    status: statusFromProto(p.status),
+    budgetMinor: num(p.budget),
+    notes: p.notes,
+    purchasePriceMinor: num(p.purchasePrice),
+    sellPriceMinor: num(p.sellPrice),
+    quantity: num(p.quantity),
+    deliveredQuantity: num(p.deliveredQuantity),
+    version: num(p.version),
+    createdAtMs: ms(p.createdAt),
+    updatedAtMs: ms(p.updatedAt),
+  };
+}
+
+function toProtoKind(data: DeliveryEventData): pb.DeliveryEvent["kind"] {
+  switch (data.type) {
+    case "created":
+      return { $case: "created", created: { budget: big(data.budgetMinor), notes: data.notes } };
+    case "started":
+      return { $case: "started", started: {} };
+    case "productsPickedUp":
+      return {
+        $case: "productsPickedUp",
+        productsPickedUp: { purchasePrice: big(data.purchasePriceMinor), quantity: big(data.quantity) },
+      };
+    case "productsDelivered":
+      return {
+        $case: "productsDelivered",
+        productsDelivered: { sellPrice: big(data.sellPriceMinor), quantity: big(data.quantity) },
+      };
+    case "budgetIncreased":
+      return { $case: "budgetIncreased", budgetIncreased: { amount: big(data.amountMinor) } };
+    case "cancelled":
+      return { $case: "cancelled", cancelled: { reason: data.reason } };
+    default: {
+      const unhandled: never = data;
+      throw new Error(`unhandled event ${JSON.stringify(unhandled)}`);
+    }
+  }
+}
+
+function fromProtoKind(kind: pb.DeliveryEvent["kind"]): DeliveryEventData {
+  switch (kind?.$case) {
+    case "created":
+      return { type: "created", budgetMinor: num(kind.created.budget), notes: kind.created.notes };
+    case "started":
+      return { type: "started" };
+    case "productsPickedUp":
+      return {
+        type: "productsPickedUp",
+        purchasePriceMinor: num(kind.productsPickedUp.purchasePrice),
+        quantity: num(kind.productsPickedUp.quantity),
+      };
+    case "productsDelivered":
+      return {
+        type: "productsDelivered",
+        sellPriceMinor: num(kind.productsDelivered.sellPrice),
+        quantity: num(kind.productsDelivered.quantity),
+      };
+    case "budgetIncreased":
+      return { type: "budgetIncreased", amountMinor: num(kind.budgetIncreased.amount) };
+    case "cancelled":
+      return { type: "cancelled", reason: kind.cancelled.reason };
+    case undefined:
+      throw new Error("stored event has no kind");
+    default: {
+      const unhandled: never = kind;
+      throw new Error(`unhandled event ${JSON.stringify(unhandled)}`);
+    }
+  }
+}
+
+export function toProtoEvent(e: DeliveryEvent): pb.DeliveryEvent {
+  return {
+    deliveryId: e.deliveryId,
+    version: big(e.version),
+    occurredAt: new Date(e.occurredAtMs),
+    requestId: e.requestId,
+    kind: toProtoKind(e.data),
+  };
+}
+
+export function fromProtoEvent(p: pb.DeliveryEvent): DeliveryEvent {
+  return {
+    deliveryId: p.deliveryId,
+    version: num(p.version),
+    occurredAtMs: ms(p.occurredAt),
+    requestId: p.requestId,
+    data: fromProtoKind(p.kind),
+  };
+}
+
+/** Canonical proto JSON, as stored and published. */
+export function encodeDeliveryJson(d: Delivery): string {
+  return JSON.stringify(pb.Delivery.toJSON(toProtoDelivery(d)));
+}
+
+export function decodeDeliveryJson(json: string): Delivery {
+  return fromProtoDelivery(pb.Delivery.fromJSON(JSON.parse(json)));
+}
+
+export function encodeEventJson(e: DeliveryEvent): string {
+  return JSON.stringify(pb.DeliveryEvent.toJSON(toProtoEvent(e)));
+}
+
+export function decodeEventJson(json: string): DeliveryEvent {
+  return fromProtoEvent(pb.DeliveryEvent.fromJSON(JSON.parse(json)));
+}
+
+/** One published update: `{"event":…,"delivery":…}`, built by the append script from the stored parts. */
+export function decodeUpdateJson(json: string): RecordedEvent {
+  const parsed = JSON.parse(json) as { event: unknown; delivery: unknown };
+  return {
+    event: fromProtoEvent(pb.DeliveryEvent.fromJSON(parsed.event)),
+    delivery: fromProtoDelivery(pb.Delivery.fromJSON(parsed.delivery)),
+  };
+}
