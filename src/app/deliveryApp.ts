@@ -1,0 +1,118 @@
+import { createHash, randomUUID } from "node:crypto";
+import { setTimeout as delay } from "node:timers/promises";
+import {
+  decide,
+  type Delivery,
+  type DeliveryCommand,
+  DeliveryNotFound,
+  DomainError,
+  evolve,
+  type RecordedEvent,
+  RequestIdReused,
+  VersionConflict,
+  VersionNotFound,
+} from "../domain/index.js";
+import type { DeliveryPage, EventStore, PriorRequest } from "../store/eventStore.js";
+import { nameBasedUuid } from "./nameBasedUuid.js";
+
+export interface CommandOptions {
+  /** When set, the command applies only at this version (else VersionConflict). */
+  readonly expectedVersion?: number;
+  /** The caller's idempotency key. */
+  readonly requestId?: string;
+}
+
+export interface DeliveryAppDeps {
+  readonly store: EventStore;
+  readonly now?: () => number;
+  /** How long optimistic retries may go on under contention before VersionConflict. */
+  readonly contentionBudgetMs?: number;
+}
+
+export interface DeliveryApp {
+  /** The id a create without a client-chosen id gets: name-based on request_id, else random. */
+  newDeliveryId(requestId: string | undefined): string;
+  execute(deliveryId: string, command: DeliveryCommand, options?: CommandOptions): Promise<RecordedEvent>;
+  get(deliveryId: string, atVersion?: number): Promise<Delivery>;
+  list(cursor: string | undefined, limit: number): Promise<DeliveryPage>;
+  events(deliveryId: string, afterVersion: number, limit: number): Promise<readonly RecordedEvent[]>;
+}
+
+function fingerprintOf(command: DeliveryCommand): string {
+  return createHash("sha256").update(JSON.stringify(command)).digest("base64url").slice(0, 22);
+}
+
+/**
+ * The application service: load, decide, evolve, append, with optimistic
+ * concurrency and request idempotency. Stateless; any number of replicas.
+ */
+export function createDeliveryApp({ store, now = Date.now, contentionBudgetMs = 2_000 }: DeliveryAppDeps): DeliveryApp {
+  async function replay(deliveryId: string, requestId: string, prior: PriorRequest, fingerprint: string) {
+    if (prior.fingerprint !== fingerprint) throw new RequestIdReused(deliveryId, requestId);
+    const record = await store.readAt(deliveryId, prior.version);
+    if (!record) throw new Error(`request ${requestId} points at missing version ${prior.version} of ${deliveryId}`);
+    return record;
+  }
+
+  return {
+    newDeliveryId: (requestId) => (requestId ? nameBasedUuid(requestId) : randomUUID()),
+
+    async execute(deliveryId, command, { expectedVersion, requestId } = {}) {
+      const fingerprint = fingerprintOf(command);
+      // Without a caller's key, a private one still makes the append safe to
+      // re-send after a lost reply: the script recognises its own first attempt.
+      const requestKey = requestId || `auto:${randomUUID()}`;
+      const deadline = now() + contentionBudgetMs;
+      for (let attempt = 0; ; attempt++) {
+        const { state, prior } = await store.load(deliveryId, requestKey);
+        if (prior) return replay(deliveryId, requestKey, prior, fingerprint);
+        if (expectedVersion !== undefined && expectedVersion !== state.version) {
+          throw new VersionConflict(
+            `delivery ${deliveryId} is at version ${state.version}, not the expected version ${expectedVersion}`,
+          );
+        }
+        const decided = decide(deliveryId, command, state);
+        if (decided instanceof DomainError) throw decided;
+        const version = state.version + 1;
+        const event = { deliveryId, version, occurredAtMs: now(), requestId: requestId ?? "", data: decided };
+        const record = { event, delivery: evolve(state, event) };
+        const result = await store.append({ record, expectedVersion: state.version, requestKey, fingerprint });
+        if (result.outcome === "appended") return record;
+        if (result.outcome === "duplicate") return replay(deliveryId, requestKey, result.prior, fingerprint);
+        if (expectedVersion !== undefined || now() >= deadline) {
+          throw new VersionConflict(
+            expectedVersion !== undefined
+              ? `delivery ${deliveryId} moved to version ${result.currentVersion}, not the expected version ${expectedVersion}`
+              : `delivery ${deliveryId} is changing too fast; retry`,
+          );
+        }
+        // Jittered backoff spreads contenders so one of them wins each round.
+        await delay(Math.random() * Math.min(2 ** attempt, 20));
+      }
+    },
+
+    async get(deliveryId, atVersion) {
+      if (atVersion === undefined) {
+        const { state } = await store.load(deliveryId);
+        if (state.status === "NONE") throw new DeliveryNotFound(deliveryId);
+        return state;
+      }
+      const record = await store.readAt(deliveryId, atVersion);
+      if (record) return record.delivery;
+      const { state } = await store.load(deliveryId);
+      if (state.status === "NONE") throw new DeliveryNotFound(deliveryId);
+      throw new VersionNotFound(deliveryId, atVersion, state.version);
+    },
+
+    list: (cursor, limit) => store.list(cursor, limit),
+
+    async events(deliveryId, afterVersion, limit) {
+      const records = await store.readAfter(deliveryId, afterVersion, limit);
+      if (records.length === 0) {
+        const { state } = await store.load(deliveryId);
+        if (state.status === "NONE") throw new DeliveryNotFound(deliveryId);
+      }
+      return records;
+    },
+  };
+}
