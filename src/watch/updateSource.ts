@@ -1,0 +1,17 @@
+import type { RecordedEvent } from "../domain/index.js";
+
+/**
+ * Where live updates come from: Redis Pub/Sub (one subscriber connection per
+ * process) or the in-process bus. At most once, in any order: the hub repairs
+ * whatever it loses from the log.
+ */
+export interface UpdateSource {
+  /** Resolves once the subscription is acknowledged, so nothing published after it can be missed. */
+  subscribe(deliveryId: string): Promise<void>;
+  unsubscribe(deliveryId: string): void;
+  /** One listener; `raw` is the published text, for transports that can reuse it. */
+  onUpdate(listener: (deliveryId: string, record: RecordedEvent) => void): void;
+  /** Called after a lost subscription is back and acknowledged: messages in between are gone. */
+  onResubscribed(listener: () => void): void;
+  close(): Promise<void>;
+}
