@@ -15,59 +15,69 @@ export class InvalidInput extends DomainError {
 
 export class DeliveryNotFound extends DomainError {
   readonly kind = "DeliveryNotFound";
-  constructor(readonly deliveryId: string) {
+  readonly deliveryId: string;
+  constructor(deliveryId: string) {
     super(`delivery ${deliveryId} does not exist`);
+    this.deliveryId = deliveryId;
   }
 }
 
 export class VersionNotFound extends DomainError {
   readonly kind = "VersionNotFound";
-  constructor(
-    readonly deliveryId: string,
-    readonly version: number,
-    readonly currentVersion: number,
-  ) {
+  readonly deliveryId: string;
+  readonly version: number;
+  readonly currentVersion: number;
+  constructor(deliveryId: string, version: number, currentVersion: number) {
     super(`delivery ${deliveryId} has no version ${version} (its current version is ${currentVersion})`);
+    this.deliveryId = deliveryId;
+    this.version = version;
+    this.currentVersion = currentVersion;
   }
 }
 
 export class DeliveryAlreadyExists extends DomainError {
   readonly kind = "DeliveryAlreadyExists";
-  constructor(readonly deliveryId: string) {
+  readonly deliveryId: string;
+  constructor(deliveryId: string) {
     super(`delivery ${deliveryId} already exists`);
+    this.deliveryId = deliveryId;
   }
 }
 
 export class InvalidTransition extends DomainError {
   readonly kind = "InvalidTransition";
-  constructor(
-    readonly command: string,
-    readonly status: DeliveryStatus,
-    allowed: readonly DeliveryStatus[],
-  ) {
+  readonly command: string;
+  readonly status: DeliveryStatus;
+  constructor(command: string, status: DeliveryStatus, allowed: readonly DeliveryStatus[]) {
     super(`cannot ${command} a delivery in status ${status} (allowed from ${allowed.join(", ")})`);
+    this.command = command;
+    this.status = status;
   }
 }
 
 export class InsufficientBudget extends DomainError {
   readonly kind = "InsufficientBudget";
-  constructor(
-    readonly status: DeliveryStatus,
-    readonly budgetMinor: number,
-    readonly costMinor: number,
-  ) {
+  readonly status: DeliveryStatus;
+  readonly budgetMinor: number;
+  readonly costMinor: number;
+  constructor(status: DeliveryStatus, budgetMinor: number, costMinor: number) {
     super(`not enough budget: the products cost ${costMinor} and the budget is ${budgetMinor} (status ${status})`);
+    this.status = status;
+    this.budgetMinor = budgetMinor;
+    this.costMinor = costMinor;
   }
 }
 
 export class InsufficientQuantity extends DomainError {
   readonly kind = "InsufficientQuantity";
-  constructor(
-    readonly status: DeliveryStatus,
-    readonly available: number,
-    readonly requested: number,
-  ) {
+  readonly status: DeliveryStatus;
+  readonly available: number;
+  readonly requested: number;
+  constructor(status: DeliveryStatus, available: number, requested: number) {
     super(`not enough quantity: ${requested} requested and ${available} left to deliver (status ${status})`);
+    this.status = status;
+    this.available = available;
+    this.requested = requested;
   }
 }
 
@@ -87,11 +97,12 @@ export class VersionConflict extends DomainError {
 /** A request_id already used on this delivery for a different command. */
 export class RequestIdReused extends DomainError {
   readonly kind = "RequestIdReused";
-  constructor(
-    readonly deliveryId: string,
-    readonly requestId: string,
-  ) {
+  readonly deliveryId: string;
+  readonly requestId: string;
+  constructor(deliveryId: string, requestId: string) {
     super(`request_id ${requestId} was already used on delivery ${deliveryId} for a different command`);
+    this.deliveryId = deliveryId;
+    this.requestId = requestId;
   }
 }
 

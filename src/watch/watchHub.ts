@@ -66,10 +66,12 @@ class Watcher {
   /** Something newer than the cursor arrived while busy: look at the log again. */
   rerun = false;
   closed = false;
-  constructor(
-    readonly deliveryId: string,
-    readonly stream: WatchStream,
-  ) {}
+  readonly deliveryId: string;
+  readonly stream: WatchStream;
+  constructor(deliveryId: string, stream: WatchStream) {
+    this.deliveryId = deliveryId;
+    this.stream = stream;
+  }
 }
 
 interface Channel {
