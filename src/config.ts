@@ -1,39 +1,77 @@
-/** Configuration: one typed object, read from the environment once, validated, passed down. */
+/**
+ * Configuration: one typed object, read from the environment once, validated
+ * with a clear message, passed down. Every setting is listed in the README.
+ */
+
+export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
+export interface TlsConfig {
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** Set: mutual TLS, clients must present a certificate signed by this CA. */
+  readonly clientCaFile: string | undefined;
+}
 
 export interface Config {
   readonly host: string;
   readonly port: number;
   /** Unset: the in-process store and bus (one replica, nothing kept). */
   readonly redisUrl: string | undefined;
-  readonly logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+  readonly logLevel: (typeof LOG_LEVELS)[number];
+  /** pretty: human-readable lines (development, a terminal); json: one JSON object per line. */
+  readonly logFormat: "json" | "pretty";
+  /** Unset: no metrics endpoint. */
+  readonly metricsPort: number | undefined;
+  readonly tls: TlsConfig | undefined;
+  /** How long shutdown waits for in-flight calls before forcing the rest. */
+  readonly shutdownGraceMs: number;
+  /** Open WatchDelivery streams per process; RESOURCE_EXHAUSTED past it. */
+  readonly maxWatchers: number;
+  /** Largest request or response message, in bytes. */
+  readonly maxMessageBytes: number;
+  /** Server pings an idle connection this often, so load balancers keep it and dead clients are found. */
+  readonly keepaliveTimeMs: number;
+  /** A ping unanswered for this long closes the connection. */
+  readonly keepaliveTimeoutMs: number;
 }
 
 export class ConfigError extends Error {}
 
-const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+type Env = Readonly<Record<string, string | undefined>>;
 
-function port(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+function present(env: Env, name: string): string | undefined {
   const raw = env[name];
-  if (raw === undefined || raw === "") return fallback;
-  if (!/^\d{1,5}$/.test(raw) || Number(raw) > 65535) throw new ConfigError(`${name} must be a port number from 0 to 65535, got "${raw}"`);
+  return raw === undefined || raw === "" ? undefined : raw;
+}
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number, unit = ""): number {
+  const raw = present(env, name);
+  if (raw === undefined) return fallback;
+  if (!/^\d{1,15}$/.test(raw) || Number(raw) < min || Number(raw) > max) {
+    throw new ConfigError(`${name} must be an integer from ${min} to ${max}${unit}, got "${raw}"`);
+  }
   return Number(raw);
 }
 
-function oneOf<T extends string>(env: NodeJS.ProcessEnv, name: string, allowed: readonly T[], fallback: T): T {
-  const raw = env[name];
-  if (raw === undefined || raw === "") return fallback;
+function port(env: Env, name: string, fallback: number): number {
+  return integer(env, name, fallback, 0, 65535);
+}
+
+function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
+  const raw = present(env, name);
+  if (raw === undefined) return fallback;
   if (!(allowed as readonly string[]).includes(raw)) throw new ConfigError(`${name} must be one of ${allowed.join(", ")}, got "${raw}"`);
   return raw as T;
 }
 
-function redisUrl(env: NodeJS.ProcessEnv): string | undefined {
-  const raw = env.REDIS_URL;
-  if (raw === undefined || raw === "") return undefined;
+function redisUrl(env: Env): string | undefined {
+  const raw = present(env, "REDIS_URL");
+  if (raw === undefined) return undefined;
   let url: URL;
   try {
     url = new URL(raw);
   } catch {
-    throw new ConfigError(`REDIS_URL must be a redis:// or rediss:// URL, got "${raw}"`);
+    throw new ConfigError("REDIS_URL must be a redis:// or rediss:// URL");
   }
   if (url.protocol !== "redis:" && url.protocol !== "rediss:") {
     throw new ConfigError(`REDIS_URL must be a redis:// or rediss:// URL, got protocol "${url.protocol}"`);
@@ -41,11 +79,36 @@ function redisUrl(env: NodeJS.ProcessEnv): string | undefined {
   return raw;
 }
 
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+function tls(env: Env): TlsConfig | undefined {
+  const certFile = present(env, "TLS_CERT_FILE");
+  const keyFile = present(env, "TLS_KEY_FILE");
+  const clientCaFile = present(env, "TLS_CLIENT_CA_FILE");
+  if (!certFile && !keyFile) {
+    if (clientCaFile) throw new ConfigError("TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE");
+    return undefined;
+  }
+  if (!certFile || !keyFile) throw new ConfigError("TLS_CERT_FILE and TLS_KEY_FILE must be set together");
+  return { certFile, keyFile, clientCaFile };
+}
+
+export function loadConfig(env: Env = process.env, stdoutIsTty = false): Config {
   return {
-    host: env.HOST || "0.0.0.0",
+    host: present(env, "HOST") ?? "0.0.0.0",
     port: port(env, "PORT", 50051),
     redisUrl: redisUrl(env),
     logLevel: oneOf(env, "LOG_LEVEL", LOG_LEVELS, "info"),
+    logFormat: oneOf(env, "LOG_FORMAT", ["json", "pretty"] as const, stdoutIsTty && env.NODE_ENV !== "production" ? "pretty" : "json"),
+    metricsPort: present(env, "METRICS_PORT") === undefined ? undefined : port(env, "METRICS_PORT", 0),
+    tls: tls(env),
+    shutdownGraceMs: integer(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000, " ms"),
+    maxWatchers: integer(env, "MAX_WATCHERS", 10_000, 1, 1_000_000),
+    maxMessageBytes: integer(env, "MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024, " bytes"),
+    keepaliveTimeMs: integer(env, "KEEPALIVE_TIME_MS", 30_000, 1_000, 3_600_000, " ms"),
+    keepaliveTimeoutMs: integer(env, "KEEPALIVE_TIMEOUT_MS", 10_000, 1_000, 600_000, " ms"),
   };
+}
+
+/** Defaults for everything, for tests and embedding: override what matters. */
+export function configWith(overrides: Partial<Config>): Config {
+  return { ...loadConfig({}), ...overrides };
 }

@@ -1,12 +1,20 @@
-/** The process: configuration from the environment, the server, signals. */
+/** The process: configuration from the environment, logging, the server, signals. */
 import { pino } from "pino";
-import { ConfigError, loadConfig } from "./config.js";
+import { PinoPretty } from "pino-pretty";
+import { type Config, ConfigError, loadConfig } from "./config.js";
 import { startServer } from "./server.js";
 
+function createLogger(config: Config) {
+  const options = { level: config.logLevel, base: { service: "delivery-service" } };
+  return config.logFormat === "pretty"
+    ? pino(options, PinoPretty({ colorize: true, translateTime: "SYS:HH:MM:ss.l", ignore: "pid,hostname,service" }))
+    : pino(options);
+}
+
 async function main(): Promise<void> {
-  let config;
+  let config: Config;
   try {
-    config = loadConfig();
+    config = loadConfig(process.env, process.stdout.isTTY === true);
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`invalid configuration: ${error.message}\n`);
@@ -14,15 +22,19 @@ async function main(): Promise<void> {
     }
     throw error;
   }
-  const logger = pino({ level: config.logLevel, base: { service: "delivery-service" } });
+  const logger = createLogger(config);
   const server = await startServer({ config, logger });
 
-  let signals = 0;
+  let signalled = false;
   const shutdown = (signal: NodeJS.Signals) => {
-    if (++signals > 1) return;
-    logger.info({ signal }, "shutting down");
+    if (signalled) return;
+    signalled = true;
+    logger.info({ signal, graceMs: config.shutdownGraceMs }, "shutting down");
     server.stop().then(
-      () => process.exit(0),
+      () => {
+        logger.info({}, "stopped");
+        process.exit(0);
+      },
       (error: unknown) => {
         logger.error({ err: error }, "shutdown failed");
         process.exit(1);

@@ -2,6 +2,9 @@
  * The composition root as a library: tests and main.ts own the lifecycle
  * through startServer()/stop().
  */
+import { readFileSync } from "node:fs";
+import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { Server, ServerCredentials, type ServiceDefinition } from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import type { Redis } from "ioredis";
@@ -9,9 +12,11 @@ import { createDeliveryApp } from "./app/deliveryApp.js";
 import type { Config } from "./config.js";
 import { DeliveryServiceService } from "./gen/delivery/v1/delivery.js";
 import { createDeliveryService } from "./grpc/deliveryService.js";
+import { instrumentService } from "./grpc/instrument.js";
 import { addReflection, loadDescriptorSet, REFLECTION_SERVICE_NAMES } from "./grpc/reflection/reflectionService.js";
 import { createWatchHandler, serializeWatchResponse, watchEncoder } from "./grpc/watchDelivery.js";
 import type { Logger } from "./logger.js";
+import { createMetrics, type Metrics } from "./metrics.js";
 import type { EventStore } from "./store/eventStore.js";
 import { createMemoryEventStore } from "./store/memory/memoryEventStore.js";
 import { createRedisKeys } from "./store/redis/keys.js";
@@ -34,9 +39,12 @@ export interface ServerOptions {
 
 export interface RunningServer {
   readonly port: number;
+  /** Set when METRICS_PORT is. */
+  readonly metricsPort: number | undefined;
   readonly hub: WatchHub;
   readonly health: HealthImplementation;
-  /** Idempotent. */
+  readonly metrics: Metrics;
+  /** Graceful: refuse new calls, end watches with UNAVAILABLE, let unary calls finish within the grace period. Idempotent. */
   stop(): Promise<void>;
 }
 
@@ -44,34 +52,90 @@ interface Backend {
   readonly store: EventStore;
   readonly source: UpdateSource;
   readonly connections: readonly Redis[];
+  /** Calls back with true when every connection is ready, false when one is lost. */
+  onAvailability(listener: (available: boolean) => void): void;
 }
 
-async function createBackend({ config, logger, keyPrefix }: ServerOptions): Promise<Backend> {
+async function createBackend({ config, logger, keyPrefix }: ServerOptions, metrics: Metrics): Promise<Backend> {
   if (!config.redisUrl) {
     logger.warn({}, "REDIS_URL is not set: using the in-memory store (one replica only, nothing is kept after exit)");
     const source = createMemoryUpdateSource();
-    return { store: createMemoryEventStore({ onAppended: (record) => source.publish(record) }), source, connections: [] };
+    return {
+      store: createMemoryEventStore({ onAppended: (record) => source.publish(record) }),
+      source,
+      connections: [],
+      onAvailability: () => {},
+    };
   }
   const commands = createRedisConnection(config.redisUrl, "delivery-service");
   const subscriber = createRedisConnection(config.redisUrl, "delivery-service:subscriber", { subscriber: true });
+  const connections = [commands, subscriber];
+  let availability: (available: boolean) => void = () => {};
+  const report = () => availability(connections.every((c) => c.status === "ready"));
   for (const [name, connection] of [["commands", commands], ["subscriber", subscriber]] as const) {
-    connection.on("error", (error: Error) => logger.warn({ err: error, connection: name }, "redis connection error"));
+    connection.on("error", (error: Error) => {
+      metrics.redisErrors.inc({ connection: name });
+      logger.warn({ err: error, connection: name }, "redis connection error");
+    });
+    connection.on("ready", report);
+    connection.on("close", report);
   }
   const keys = createRedisKeys(keyPrefix);
   const store = createRedisEventStore({ redis: commands, keyPrefix });
   const source = createRedisUpdateSource({ subscriber, keys, logger });
   try {
-    await Promise.all([connectRedis(commands), connectRedis(subscriber)]);
+    await Promise.all(connections.map(connectRedis));
   } catch (error) {
     logger.warn({ err: error }, "redis is not reachable yet; commands fail with UNAVAILABLE until it is");
   }
-  return { store, source, connections: [commands, subscriber] };
+  return {
+    store,
+    source,
+    connections,
+    onAvailability(listener) {
+      availability = listener;
+      report();
+    },
+  };
+}
+
+function credentialsFor(config: Config): ServerCredentials {
+  if (!config.tls) return ServerCredentials.createInsecure();
+  const { certFile, keyFile, clientCaFile } = config.tls;
+  return ServerCredentials.createSsl(
+    clientCaFile ? readFileSync(clientCaFile) : null,
+    [{ cert_chain: readFileSync(certFile), private_key: readFileSync(keyFile) }],
+    Boolean(clientCaFile),
+  );
+}
+
+async function startMetricsEndpoint(config: Config, metrics: Metrics, logger: Logger): Promise<HttpServer | undefined> {
+  if (config.metricsPort === undefined) return undefined;
+  const http = createHttpServer((request, response) => {
+    if (request.url !== "/metrics") {
+      response.writeHead(404).end("see /metrics\n");
+      return;
+    }
+    metrics.registry.metrics().then(
+      (body) => response.writeHead(200, { "content-type": metrics.registry.contentType }).end(body),
+      (error: unknown) => {
+        logger.error({ err: error }, "metrics collection failed");
+        response.writeHead(500).end();
+      },
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    http.once("error", reject);
+    http.listen(config.metricsPort, config.host, () => resolve());
+  });
+  return http;
 }
 
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const { config, logger } = options;
-  const backend = await createBackend(options);
-  const app = createDeliveryApp({ store: backend.store });
+  const metrics = createMetrics();
+  const backend = await createBackend(options, metrics);
+  const app = createDeliveryApp({ store: backend.store, onAppended: (record) => metrics.eventsAppended.inc({ type: record.event.data.type }) });
   const hub = createWatchHub({
     store: backend.store,
     source: backend.source,
@@ -79,45 +143,74 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     logger,
     ...(options.safetyNetIntervalMs ? { safetyNetIntervalMs: options.safetyNetIntervalMs } : {}),
   });
+  metrics.watchersFrom(() => hub.watcherCount);
 
-  const server = new Server();
+  const server = new Server({
+    "grpc.max_receive_message_length": config.maxMessageBytes,
+    "grpc.max_send_message_length": config.maxMessageBytes,
+    "grpc.keepalive_time_ms": config.keepaliveTimeMs,
+    "grpc.keepalive_timeout_ms": config.keepaliveTimeoutMs,
+    // Clients may ping idle watch streams to keep them alive through load balancers.
+    "grpc.keepalive_permit_without_calls": 1,
+    "grpc.http2.min_ping_interval_without_data_ms": 5_000,
+  });
   const definition: ServiceDefinition = {
     ...DeliveryServiceService,
     watchDelivery: { ...DeliveryServiceService.watchDelivery, responseSerialize: serializeWatchResponse },
   };
-  server.addService(definition, createDeliveryService({ app, logger, watchDelivery: createWatchHandler({ hub, logger }) }));
+  const implementation = createDeliveryService({ app, logger, watchDelivery: createWatchHandler({ hub, logger }) });
+  server.addService(definition, instrumentService(definition, implementation, { logger, metrics }));
   const health = new HealthImplementation({ "": "SERVING", [SERVICE_NAME]: "SERVING" });
   health.addToServer(server);
   addReflection(server, loadDescriptorSet(), [SERVICE_NAME, "grpc.health.v1.Health", ...REFLECTION_SERVICE_NAMES]);
 
+  let stopping: Promise<void> | undefined;
+  const setHealth = (serving: boolean) => {
+    const state = serving && !stopping ? "SERVING" : "NOT_SERVING";
+    health.setStatus("", state);
+    health.setStatus(SERVICE_NAME, state);
+  };
+  backend.onAvailability((available) => {
+    if (!stopping) logger.info({ available }, available ? "redis is reachable" : "redis is unreachable");
+    setHealth(available);
+  });
+
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${config.host}:${config.port}`, ServerCredentials.createInsecure(), (error, boundPort) =>
+    server.bindAsync(`${config.host}:${config.port}`, credentialsFor(config), (error, boundPort) =>
       error ? reject(error) : resolve(boundPort),
     ),
   );
-  logger.info({ host: config.host, port, store: config.redisUrl ? "redis" : "memory" }, "delivery service listening");
+  const metricsHttp = await startMetricsEndpoint(config, metrics, logger);
+  const metricsPort = metricsHttp ? (metricsHttp.address() as AddressInfo).port : undefined;
+  logger.info(
+    { host: config.host, port, metricsPort, tls: Boolean(config.tls), store: config.redisUrl ? "redis" : "memory" },
+    "delivery service listening",
+  );
 
-  let stopping: Promise<void> | undefined;
   return {
     port,
+    metricsPort,
     hub,
     health,
+    metrics,
     stop() {
       stopping ??= (async () => {
-        health.setStatus("", "NOT_SERVING");
-        health.setStatus(SERVICE_NAME, "NOT_SERVING");
-        // tryShutdown never completes while streams are open: end the watches first.
+        setHealth(false);
+        // New calls are refused from here on; unary calls in flight finish.
+        const drained = new Promise<boolean>((resolve) => server.tryShutdown(() => resolve(true)));
+        // tryShutdown never completes while streams are open: end the watches (UNAVAILABLE) first.
         await hub.close();
-        await new Promise<void>((resolve) => {
-          const force = setTimeout(() => {
-            server.forceShutdown();
-            resolve();
-          }, 5_000);
-          server.tryShutdown(() => {
-            clearTimeout(force);
-            resolve();
-          });
+        let timer: NodeJS.Timeout | undefined;
+        const graceOver = new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(false), config.shutdownGraceMs);
         });
+        const clean = await Promise.race([drained, graceOver]);
+        clearTimeout(timer);
+        if (!clean) {
+          logger.warn({ graceMs: config.shutdownGraceMs }, "grace period over: forcing the remaining calls closed");
+          server.forceShutdown();
+        }
+        await new Promise<void>((resolve) => (metricsHttp ? metricsHttp.close(() => resolve()) : resolve()));
         await backend.source.close();
         await backend.store.close();
         await Promise.all(backend.connections.map((c) => c.quit().catch(() => c.disconnect())));

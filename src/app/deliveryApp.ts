@@ -27,6 +27,8 @@ export interface DeliveryAppDeps {
   readonly now?: () => number;
   /** How long optimistic retries may go on under contention before VersionConflict. */
   readonly contentionBudgetMs?: number;
+  /** Called once per newly appended event (not for replayed retries). */
+  readonly onAppended?: (record: RecordedEvent) => void;
 }
 
 export interface DeliveryApp {
@@ -46,7 +48,7 @@ function fingerprintOf(command: DeliveryCommand): string {
  * The application service: load, decide, evolve, append, with optimistic
  * concurrency and request idempotency. Stateless; any number of replicas.
  */
-export function createDeliveryApp({ store, now = Date.now, contentionBudgetMs = 2_000 }: DeliveryAppDeps): DeliveryApp {
+export function createDeliveryApp({ store, now = Date.now, contentionBudgetMs = 2_000, onAppended }: DeliveryAppDeps): DeliveryApp {
   async function replay(deliveryId: string, requestId: string, prior: PriorRequest, fingerprint: string) {
     if (prior.fingerprint !== fingerprint) throw new RequestIdReused(deliveryId, requestId);
     const record = await store.readAt(deliveryId, prior.version);
@@ -77,7 +79,10 @@ export function createDeliveryApp({ store, now = Date.now, contentionBudgetMs = 
         const event = { deliveryId, version, occurredAtMs: now(), requestId: requestId ?? "", data: decided };
         const record = { event, delivery: evolve(state, event) };
         const result = await store.append({ record, expectedVersion: state.version, requestKey, fingerprint });
-        if (result.outcome === "appended") return record;
+        if (result.outcome === "appended") {
+          onAppended?.(record);
+          return record;
+        }
         if (result.outcome === "duplicate") return replay(deliveryId, requestKey, result.prior, fingerprint);
         if (expectedVersion !== undefined || now() >= deadline) {
           throw new VersionConflict(

@@ -8,6 +8,7 @@
  */
 import { type CallOptions, credentials, type handleUnaryCall, Metadata, type ServiceError } from "@grpc/grpc-js";
 import { DeliveryServiceClient, type DeliveryServiceServer, DeliveryServiceService } from "../../src/gen/delivery/v1/delivery.js";
+import { configWith } from "../../src/config.js";
 import { silentLogger } from "../../src/logger.js";
 import { type RunningServer, startServer } from "../../src/server.js";
 import { uniquePrefix } from "./redis.js";
@@ -27,7 +28,7 @@ export async function startTestService(
 ): Promise<TestService> {
   const keyPrefix = options.keyPrefix ?? uniquePrefix();
   const server = await startServer({
-    config: { host: "127.0.0.1", port: 0, redisUrl: options.redisUrl, logLevel: "silent" },
+    config: configWith({ host: "127.0.0.1", port: 0, redisUrl: options.redisUrl, logLevel: "silent" }),
     logger: silentLogger,
     keyPrefix,
     ...(options.safetyNetIntervalMs ? { safetyNetIntervalMs: options.safetyNetIntervalMs } : {}),

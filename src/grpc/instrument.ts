@@ -1,0 +1,77 @@
+import {
+  type handleServerStreamingCall,
+  type handleUnaryCall,
+  type ServerWritableStream,
+  type ServiceDefinition,
+  status,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
+import type { Logger } from "../logger.js";
+import type { Metrics } from "../metrics.js";
+
+export interface InstrumentDeps {
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+}
+
+function deliveryIdOf(request: unknown): string | undefined {
+  const id = (request as { deliveryId?: unknown } | undefined)?.deliveryId;
+  return typeof id === "string" && id !== "" ? id : undefined;
+}
+
+/**
+ * Wraps every handler of a service: one log line and one metrics sample per
+ * finished RPC (method, status code, duration, delivery id). Request payloads
+ * are not logged.
+ */
+export function instrumentService<T extends UntypedServiceImplementation>(
+  definition: ServiceDefinition,
+  implementation: T,
+  { logger, metrics }: InstrumentDeps,
+): T {
+  const wrapped: UntypedServiceImplementation = {};
+  for (const [name, handler] of Object.entries(implementation)) {
+    const method = definition[name]?.path.split("/").pop() ?? name;
+    const record = (started: bigint, code: status, request: unknown, details?: string) => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      const codeName = status[code] ?? String(code);
+      metrics.rpcs.inc({ method, code: codeName });
+      metrics.rpcSeconds.observe({ method }, seconds);
+      const line = { method, code: codeName, durationMs: Math.round(seconds * 1e6) / 1e3, deliveryId: deliveryIdOf(request) };
+      if (code === status.INTERNAL || code === status.UNKNOWN) logger.error({ ...line, details }, "rpc failed");
+      else logger.info(line, "rpc");
+    };
+
+    if (definition[name]?.responseStream) {
+      const stream = handler as handleServerStreamingCall<unknown, unknown>;
+      wrapped[name] = ((call: ServerWritableStream<unknown, unknown>) => {
+        const started = process.hrtime.bigint();
+        let code: status = status.OK;
+        let details: string | undefined;
+        let done = false;
+        const finish = (final: status) => {
+          if (done) return;
+          done = true;
+          record(started, final, call.request, details);
+        };
+        call.on("error", (error: { code?: status; details?: string }) => {
+          code = error.code ?? status.UNKNOWN;
+          details = error.details;
+        });
+        call.on("finish", () => finish(code));
+        call.on("cancelled", () => finish(status.CANCELLED));
+        stream(call);
+      }) as handleServerStreamingCall<unknown, unknown>;
+    } else {
+      const unary = handler as handleUnaryCall<unknown, unknown>;
+      wrapped[name] = ((call, callback) => {
+        const started = process.hrtime.bigint();
+        unary(call, (error, value, ...rest) => {
+          record(started, error?.code ?? status.OK, call.request, error?.details);
+          callback(error, value, ...rest);
+        });
+      }) as handleUnaryCall<unknown, unknown>;
+    }
+  }
+  return wrapped as T;
+}
