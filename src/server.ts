@@ -15,6 +15,7 @@ import { createDeliveryService } from "./grpc/deliveryService.js";
 import { instrumentService } from "./grpc/instrument.js";
 import { addReflection, loadDescriptorSet, REFLECTION_SERVICE_NAMES } from "./grpc/reflection/reflectionService.js";
 import { createWatchHandler, serializeWatchResponse, watchEncoder } from "./grpc/watchDelivery.js";
+import { limitWatchers } from "./grpc/watchLimit.js";
 import type { Logger } from "./logger.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import type { EventStore } from "./store/eventStore.js";
@@ -158,7 +159,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     ...DeliveryServiceService,
     watchDelivery: { ...DeliveryServiceService.watchDelivery, responseSerialize: serializeWatchResponse },
   };
-  const implementation = createDeliveryService({ app, logger, watchDelivery: createWatchHandler({ hub, logger }) });
+  const watchDelivery = limitWatchers(createWatchHandler({ hub, logger }), config.maxWatchers);
+  const implementation = createDeliveryService({ app, logger, watchDelivery });
   server.addService(definition, instrumentService(definition, implementation, { logger, metrics }));
   const health = new HealthImplementation({ "": "SERVING", [SERVICE_NAME]: "SERVING" });
   health.addToServer(server);

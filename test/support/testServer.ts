@@ -8,7 +8,7 @@
  */
 import { type CallOptions, credentials, type handleUnaryCall, Metadata, type ServiceError } from "@grpc/grpc-js";
 import { DeliveryServiceClient, type DeliveryServiceServer, DeliveryServiceService } from "../../src/gen/delivery/v1/delivery.js";
-import { configWith } from "../../src/config.js";
+import { type Config, configWith } from "../../src/config.js";
 import { silentLogger } from "../../src/logger.js";
 import { type RunningServer, startServer } from "../../src/server.js";
 import { uniquePrefix } from "./redis.js";
@@ -24,11 +24,11 @@ export interface TestService {
 }
 
 export async function startTestService(
-  options: { redisUrl?: string; keyPrefix?: string; safetyNetIntervalMs?: number } = {},
+  options: { redisUrl?: string; keyPrefix?: string; safetyNetIntervalMs?: number; config?: Partial<Config> } = {},
 ): Promise<TestService> {
   const keyPrefix = options.keyPrefix ?? uniquePrefix();
   const server = await startServer({
-    config: configWith({ host: "127.0.0.1", port: 0, redisUrl: options.redisUrl, logLevel: "silent" }),
+    config: configWith({ host: "127.0.0.1", port: 0, redisUrl: options.redisUrl, logLevel: "silent", ...options.config }),
     logger: silentLogger,
     keyPrefix,
     ...(options.safetyNetIntervalMs ? { safetyNetIntervalMs: options.safetyNetIntervalMs } : {}),
