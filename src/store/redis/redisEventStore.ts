@@ -13,7 +13,17 @@ export interface RedisEventStoreDeps {
   readonly keyPrefix?: string;
 }
 
-const STREAM_ID = /^\d{1,20}-\d{1,20}$/;
+const STREAM_ID = /^(\d{1,20})-(\d{1,20})$/;
+const U64_MAX = 2n ** 64n - 1n;
+
+/** A stream ID Redis accepts after "(": both parts within 64 bits and not the very last ID. */
+function isCursor(cursor: string): boolean {
+  const match = STREAM_ID.exec(cursor);
+  if (!match) return false;
+  const ms = BigInt(match[1]!);
+  const seq = BigInt(match[2]!);
+  return ms <= U64_MAX && seq <= U64_MAX && !(ms === U64_MAX && seq === U64_MAX);
+}
 
 function parsePrior(value: string): PriorRequest {
   const colon = value.indexOf(":");
@@ -104,7 +114,7 @@ export function createRedisEventStore({ redis, keyPrefix = "" }: RedisEventStore
     },
 
     async list(cursor, limit): Promise<DeliveryPage> {
-      if (cursor !== undefined && !STREAM_ID.test(cursor)) throw new InvalidInput("page_token is not one this service issued");
+      if (cursor !== undefined && !isCursor(cursor)) throw new InvalidInput("page_token is not one this service issued");
       const start = cursor === undefined ? "-" : `(${cursor}`;
       // One more than asked tells whether a next page exists.
       const entries = (await callRedis(() => redis.xrange(keys.index, start, "+", "COUNT", limit + 1))) as StreamEntry[];
