@@ -48,7 +48,7 @@ function fingerprintOf(command: DeliveryCommand): string {
  * The application service: load, decide, evolve, append, with optimistic
  * concurrency and request idempotency. Stateless; any number of replicas.
  */
-export function createDeliveryApp({ store, now = Date.now, contentionBudgetMs = 2_000, onAppended }: DeliveryAppDeps): DeliveryApp {
+export function createDeliveryApp({ store, now = Date.now, contentionBudgetMs = 5_000, onAppended }: DeliveryAppDeps): DeliveryApp {
   async function replay(deliveryId: string, requestId: string, prior: PriorRequest, fingerprint: string) {
     if (prior.fingerprint !== fingerprint) throw new RequestIdReused(deliveryId, requestId);
     const record = await store.readAt(deliveryId, prior.version);
@@ -68,6 +68,8 @@ export function createDeliveryApp({ store, now = Date.now, contentionBudgetMs = 
       for (let attempt = 0; ; attempt++) {
         const { state, prior } = await store.load(deliveryId, requestKey);
         if (prior) return replay(deliveryId, requestKey, prior, fingerprint);
+        // An unknown delivery is NOT_FOUND whatever version the caller expected.
+        if (state.status === "NONE" && command.type !== "CreateDelivery") throw new DeliveryNotFound(deliveryId);
         if (expectedVersion !== undefined && expectedVersion !== state.version) {
           throw new VersionConflict(
             `delivery ${deliveryId} is at version ${state.version}, not the expected version ${expectedVersion}`,

@@ -106,7 +106,7 @@ export class RequestIdReused extends DomainError {
   }
 }
 
-/** The store cannot be reached; nothing was recorded by this call (a retry is safe). */
+/** The store cannot be reached. A command that timed out may still have been recorded: retry with the same request_id. */
 export class StoreUnavailable extends DomainError {
   readonly kind = "StoreUnavailable";
 }

@@ -1,0 +1,164 @@
+/**
+ * Helpers shared by the end-to-end files (test/grpc/e2e.*.test.ts): status
+ * assertions, a "nothing was written" snapshot of a key prefix, deliveries
+ * driven into a given status, and polling with a deadline.
+ */
+import { type CallOptions, type Client, credentials, loadPackageDefinition, type ServiceClientConstructor, type ServiceError, status } from "@grpc/grpc-js";
+import { loadSync } from "@grpc/proto-loader";
+import { protoPath as healthProtoPath } from "grpc-health-check";
+import type { Redis } from "ioredis";
+import { expect } from "vitest";
+import { type DeliveryServiceClient, DeliveryStatus } from "../../src/gen/delivery/v1/delivery.js";
+import { call } from "../support/testServer.js";
+
+/** 2^53-1, the largest amount, quantity or version the service accepts. */
+export const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+/** 2^53: the first value the service must reject. */
+export const TOO_BIG = MAX_SAFE + 1n;
+
+export const RANDOM_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+export const NAME_BASED_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+/** Ids that break ^[A-Za-z0-9_-]{1,64}$ (the empty id is added by callers where it is invalid). */
+export const BAD_IDS: readonly [label: string, id: string][] = [
+  ["65 characters", "a".repeat(65)],
+  ["a slash", "a/b"],
+  ["a colon", "a:b"],
+  ["a hash tag", "{x}"],
+  ["a space", "a b"],
+  ["a dot", "a.b"],
+  ["a non-ASCII letter", "caf\u00e9"],
+  ["a trailing newline", "abc\n"],
+  ["a glob", "a*"],
+];
+
+/** The rejection of a call that must fail. */
+export async function rejectionOf(promise: Promise<unknown>): Promise<ServiceError> {
+  try {
+    await promise;
+  } catch (error) {
+    return error as ServiceError;
+  }
+  throw new Error("expected the call to fail, but it succeeded");
+}
+
+/**
+ * Asserts the call fails with `code` and a clear message (non-empty, no stack
+ * trace, no file paths). Resolves the error for further checks.
+ */
+export async function expectStatus(promise: Promise<unknown>, code: status): Promise<ServiceError> {
+  const error = await rejectionOf(promise);
+  // Code names (and the message) in one object: a failure shows what came back.
+  expect({ code: status[error.code], details: error.details }).toMatchObject({ code: status[code] });
+  expect(error.details).toMatch(/\S/);
+  expect(error.details).not.toMatch(/\n\s*at |\.[cm]?[jt]s:\d|node_modules|internal\//);
+  return error;
+}
+
+/** Every key under a prefix, sorted. */
+export async function keysUnder(redis: Redis, prefix: string): Promise<string[]> {
+  const keys = new Set<string>();
+  let cursor = "0";
+  do {
+    const [next, batch] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
+    for (const key of batch) keys.add(key);
+    cursor = next;
+  } while (cursor !== "0");
+  return [...keys].sort();
+}
+
+export interface RedisSnapshot {
+  readonly keys: string[];
+  /** DUMP of every key: equal dumps mean equal contents (stream entries, hash fields). */
+  readonly dumps: Record<string, string | undefined>;
+  /** XLEN of the index stream. */
+  readonly indexLength: number;
+}
+
+/** What is stored under a prefix, precise enough that "unchanged" means "nothing was written". */
+export async function redisSnapshot(redis: Redis, prefix: string): Promise<RedisSnapshot> {
+  const keys = await keysUnder(redis, prefix);
+  const dumps: Record<string, string | undefined> = {};
+  for (const key of keys) dumps[key] = (await redis.dumpBuffer(key))?.toString("hex");
+  return { keys, dumps, indexLength: await redis.xlen(`${prefix}deliveries`) };
+}
+
+export function deliveryKeys(prefix: string, id: string) {
+  return {
+    events: `${prefix}delivery:{${id}}:events`,
+    state: `${prefix}delivery:{${id}}:state`,
+    requests: `${prefix}delivery:{${id}}:requests`,
+  };
+}
+
+export type StatusName = "READY" | "ACTIVE" | "COLLECTED" | "COMPLETED" | "CANCELLED";
+
+export const STATUS: { readonly [S in StatusName]: DeliveryStatus } = {
+  READY: DeliveryStatus.DELIVERY_STATUS_READY,
+  ACTIVE: DeliveryStatus.DELIVERY_STATUS_ACTIVE,
+  COLLECTED: DeliveryStatus.DELIVERY_STATUS_COLLECTED,
+  COMPLETED: DeliveryStatus.DELIVERY_STATUS_COMPLETED,
+  CANCELLED: DeliveryStatus.DELIVERY_STATUS_CANCELLED,
+};
+
+/**
+ * Creates `id` with budget 1000 and drives it into `target`. COLLECTED holds 4
+ * products bought at 10 each (budget 960).
+ */
+export async function deliveryIn(client: DeliveryServiceClient, target: StatusName, id: string): Promise<void> {
+  await call(client, "createDelivery", { deliveryId: id, budget: 1000n, notes: `fixture ${target}` });
+  if (target === "READY") return;
+  if (target === "CANCELLED") {
+    await call(client, "cancelDelivery", { deliveryId: id, reason: "fixture" });
+    return;
+  }
+  await call(client, "startDelivery", { deliveryId: id });
+  if (target === "ACTIVE") return;
+  await call(client, "pickupProducts", { deliveryId: id, purchasePrice: 10n, quantity: 4n });
+  if (target === "COLLECTED") return;
+  await call(client, "deliverProducts", { deliveryId: id, sellPrice: 15n, quantity: 4n });
+}
+
+/** Polls `attempt` until it resolves, or rethrows its last error once the deadline passes. */
+export async function eventually<T>(attempt: () => Promise<T>, { timeoutMs = 10_000, intervalMs = 50 } = {}): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await attempt();
+    } catch (error) {
+      if (Date.now() >= deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, intervalMs));
+    }
+  }
+}
+
+export interface HealthClient {
+  /** grpc.health.v1.Health/Check: the serving status name, e.g. "SERVING". */
+  check(service: string, deadlineMs?: number): Promise<string>;
+  close(): void;
+}
+
+type HealthCheck = (
+  request: { service: string },
+  options: CallOptions,
+  callback: (error: ServiceError | null, response?: { status: string }) => void,
+) => void;
+
+/** A standard health client, built from the proto that grpc-health-check ships. */
+export function healthClient(address: string): HealthClient {
+  const definition = loadSync(healthProtoPath, { keepCase: true, enums: String, defaults: true });
+  const Health = (loadPackageDefinition(definition) as unknown as { grpc: { health: { v1: { Health: ServiceClientConstructor } } } })
+    .grpc.health.v1.Health;
+  const client: Client = new Health(address, credentials.createInsecure());
+  return {
+    check(service, deadlineMs = 5_000) {
+      const check = (client as unknown as { Check: HealthCheck }).Check.bind(client);
+      return new Promise((resolve, reject) =>
+        check({ service }, { deadline: Date.now() + deadlineMs }, (error, response) =>
+          error ? reject(error) : resolve(response!.status),
+        ),
+      );
+    },
+    close: () => client.close(),
+  };
+}
