@@ -23,14 +23,15 @@ async function main(): Promise<void> {
     throw error;
   }
   const logger = createLogger(config);
-  const server = await startServer({ config, logger });
 
-  let signalled = false;
-  const shutdown = (signal: NodeJS.Signals) => {
-    if (signalled) return;
-    signalled = true;
-    logger.info({ signal, graceMs: config.shutdownGraceMs }, "shutting down");
-    server.stop().then(
+  // Handlers go in before the port opens: a signal during start-up still
+  // stops the server gracefully once it exists, and exits 0.
+  let stop: (() => Promise<void>) | undefined;
+  let signalled: NodeJS.Signals | undefined;
+  const shutdown = () => {
+    if (!stop) return;
+    logger.info({ signal: signalled, graceMs: config.shutdownGraceMs }, "shutting down");
+    stop().then(
       () => {
         logger.info({}, "stopped");
         process.exit(0);
@@ -41,8 +42,17 @@ async function main(): Promise<void> {
       },
     );
   };
-  process.on("SIGTERM", shutdown);
-  process.on("SIGINT", shutdown);
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signalled) return;
+    signalled = signal;
+    shutdown();
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+
+  const server = await startServer({ config, logger });
+  stop = () => server.stop();
+  if (signalled) shutdown();
 }
 
 main().catch((error: unknown) => {

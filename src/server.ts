@@ -6,12 +6,12 @@ import { readFileSync } from "node:fs";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Server, ServerCredentials, type ServiceDefinition } from "@grpc/grpc-js";
-import { HealthImplementation } from "grpc-health-check";
 import type { Redis } from "ioredis";
 import { createDeliveryApp } from "./app/deliveryApp.js";
 import type { Config } from "./config.js";
 import { DeliveryServiceService } from "./gen/delivery/v1/delivery.js";
 import { createDeliveryService } from "./grpc/deliveryService.js";
+import { addHealth, type Health } from "./grpc/health.js";
 import { instrumentService } from "./grpc/instrument.js";
 import { addReflection, loadDescriptorSet, REFLECTION_SERVICE_NAMES } from "./grpc/reflection/reflectionService.js";
 import { createWatchHandler, serializeWatchResponse, watchEncoder } from "./grpc/watchDelivery.js";
@@ -43,7 +43,7 @@ export interface RunningServer {
   /** Set when METRICS_PORT is. */
   readonly metricsPort: number | undefined;
   readonly hub: WatchHub;
-  readonly health: HealthImplementation;
+  readonly health: Health;
   readonly metrics: Metrics;
   /** Graceful: refuse new calls, end watches with UNAVAILABLE, let unary calls finish within the grace period. Idempotent. */
   stop(): Promise<void>;
@@ -147,8 +147,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   metrics.watchersFrom(() => hub.watcherCount);
 
   const server = new Server({
+    // Requests only: a response over a limit would tell the caller a recorded command failed.
     "grpc.max_receive_message_length": config.maxMessageBytes,
-    "grpc.max_send_message_length": config.maxMessageBytes,
     "grpc.keepalive_time_ms": config.keepaliveTimeMs,
     "grpc.keepalive_timeout_ms": config.keepaliveTimeoutMs,
     // Clients may ping idle watch streams to keep them alive through load balancers.
@@ -162,16 +162,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const watchDelivery = limitWatchers(createWatchHandler({ hub, logger }), config.maxWatchers);
   const implementation = createDeliveryService({ app, logger, watchDelivery });
   server.addService(definition, instrumentService(definition, implementation, { logger, metrics }));
-  const health = new HealthImplementation({ "": "SERVING", [SERVICE_NAME]: "SERVING" });
-  health.addToServer(server);
+  const health = addHealth(server, ["", SERVICE_NAME]);
   addReflection(server, loadDescriptorSet(), [SERVICE_NAME, "grpc.health.v1.Health", ...REFLECTION_SERVICE_NAMES]);
 
   let stopping: Promise<void> | undefined;
-  const setHealth = (serving: boolean) => {
-    const state = serving && !stopping ? "SERVING" : "NOT_SERVING";
-    health.setStatus("", state);
-    health.setStatus(SERVICE_NAME, state);
-  };
+  const setHealth = (serving: boolean) => health.setServing(serving && !stopping);
   backend.onAvailability((available) => {
     if (!stopping) logger.info({ available }, available ? "redis is reachable" : "redis is unreachable");
     setHealth(available);
@@ -200,8 +195,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         setHealth(false);
         // New calls are refused from here on; unary calls in flight finish.
         const drained = new Promise<boolean>((resolve) => server.tryShutdown(() => resolve(true)));
-        // tryShutdown never completes while streams are open: end the watches (UNAVAILABLE) first.
+        // tryShutdown never completes while streams are open: end the watches
+        // (UNAVAILABLE, so clients resume elsewhere) and health watches (they saw NOT_SERVING) first.
         await hub.close();
+        health.endWatches();
         let timer: NodeJS.Timeout | undefined;
         const graceOver = new Promise<boolean>((resolve) => {
           timer = setTimeout(() => resolve(false), config.shutdownGraceMs);

@@ -8,15 +8,18 @@ import {
 } from "@grpc/grpc-js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
+import { LIMITS } from "./parse.js";
 
 export interface InstrumentDeps {
   readonly logger: Logger;
   readonly metrics: Metrics;
 }
 
-function deliveryIdOf(request: unknown): string | undefined {
-  const id = (request as { deliveryId?: unknown } | undefined)?.deliveryId;
-  return typeof id === "string" && id !== "" ? id : undefined;
+/** The delivery an RPC was about: from the request, else (a create without an id) from the response; only valid ids. */
+function deliveryIdOf(request: unknown, response?: unknown): string | undefined {
+  const fromRequest = (request as { deliveryId?: unknown } | undefined)?.deliveryId;
+  const id = fromRequest || (response as { delivery?: { id?: unknown } } | undefined)?.delivery?.id;
+  return typeof id === "string" && LIMITS.idPattern.test(id) ? id : undefined;
 }
 
 /**
@@ -32,12 +35,12 @@ export function instrumentService<T extends UntypedServiceImplementation>(
   const wrapped: UntypedServiceImplementation = {};
   for (const [name, handler] of Object.entries(implementation)) {
     const method = definition[name]?.path.split("/").pop() ?? name;
-    const record = (started: bigint, code: status, request: unknown, details?: string) => {
+    const record = (started: bigint, code: status, request: unknown, details?: string, response?: unknown) => {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       const codeName = status[code] ?? String(code);
       metrics.rpcs.inc({ method, code: codeName });
       metrics.rpcSeconds.observe({ method }, seconds);
-      const line = { method, code: codeName, durationMs: Math.round(seconds * 1e6) / 1e3, deliveryId: deliveryIdOf(request) };
+      const line = { method, code: codeName, durationMs: Math.round(seconds * 1e6) / 1e3, deliveryId: deliveryIdOf(request, response) };
       if (code === status.INTERNAL || code === status.UNKNOWN) logger.error({ ...line, details }, "rpc failed");
       else logger.info(line, "rpc");
     };
@@ -67,7 +70,7 @@ export function instrumentService<T extends UntypedServiceImplementation>(
       wrapped[name] = ((call, callback) => {
         const started = process.hrtime.bigint();
         unary(call, (error, value, ...rest) => {
-          record(started, error?.code ?? status.OK, call.request, error?.details);
+          record(started, error?.code ?? status.OK, call.request, error?.details, value);
           callback(error, value, ...rest);
         });
       }) as handleUnaryCall<unknown, unknown>;
