@@ -64,7 +64,8 @@ export function createDeliveryApp({ store, now = Date.now, contentionBudgetMs = 
       // Without a caller's key, a private one still makes the append safe to
       // re-send after a lost reply: the script recognises its own first attempt.
       const requestKey = requestId || `auto:${randomUUID()}`;
-      const deadline = now() + contentionBudgetMs;
+      // The deadline runs on a monotonic clock, independent of the (injectable) event clock.
+      const deadline = performance.now() + contentionBudgetMs;
       for (let attempt = 0; ; attempt++) {
         const { state, prior } = await store.load(deliveryId, requestKey);
         if (prior) return replay(deliveryId, requestKey, prior, fingerprint);
@@ -86,7 +87,7 @@ export function createDeliveryApp({ store, now = Date.now, contentionBudgetMs = 
           return record;
         }
         if (result.outcome === "duplicate") return replay(deliveryId, requestKey, result.prior, fingerprint);
-        if (expectedVersion !== undefined || now() >= deadline) {
+        if (expectedVersion !== undefined || performance.now() >= deadline) {
           throw new VersionConflict(
             expectedVersion !== undefined
               ? `delivery ${deliveryId} moved to version ${result.currentVersion}, not the expected version ${expectedVersion}`

@@ -36,6 +36,9 @@ export function createMemoryEventStore({ onAppended }: MemoryEventStoreDeps = {}
       if (prior) return { outcome: "duplicate", prior };
       const currentVersion = stored?.log.length ?? 0;
       if (currentVersion !== expectedVersion) return { outcome: "conflict", currentVersion };
+      if (record.event.version !== currentVersion + 1) {
+        throw new Error(`version ${record.event.version} does not follow ${currentVersion}`);
+      }
       if (!stored) {
         stored = { log: [], requests: new Map() };
         deliveries.set(id, stored);

@@ -109,8 +109,9 @@ export function createRedisEventStore({ redis, keyPrefix = "" }: RedisEventStore
     async readAfter(deliveryId, afterVersion, limit) {
       const entries = (await callRedis(() =>
         redis.xrange(keys.delivery(deliveryId).events, `(${afterVersion}-0`, "+", "COUNT", limit),
-      )) as StreamEntry[];
-      return entries.map(recordFromEntry);
+      )) as StreamEntry[] | null;
+      // COUNT 0 replies nil.
+      return (entries ?? []).map(recordFromEntry);
     },
 
     async list(cursor, limit): Promise<DeliveryPage> {

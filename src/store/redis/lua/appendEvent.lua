@@ -36,6 +36,9 @@ local current = redis.call('HGET', KEYS[2], 'version') or '0'
 if current ~= args.expectedVersion then
   return {'conflict', current}
 end
+if tonumber(args.version) ~= tonumber(current) + 1 then
+  return redis.error_reply('ERR appendEvent: version ' .. args.version .. ' does not follow ' .. current)
+end
 
 redis.call('XADD', KEYS[1], args.version .. '-0', 'event', args.event, 'delivery', args.delivery)
 redis.call('HSET', KEYS[2], 'version', args.version, 'delivery', args.delivery)
