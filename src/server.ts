@@ -142,6 +142,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     source: backend.source,
     encoder: watchEncoder,
     logger,
+    observer: { liveUpdate: () => metrics.pubsubMessages.inc(), repairedFromLog: (events) => metrics.gapsRepaired.inc(events) },
     ...(options.safetyNetIntervalMs ? { safetyNetIntervalMs: options.safetyNetIntervalMs } : {}),
   });
   metrics.watchersFrom(() => hub.watcherCount);

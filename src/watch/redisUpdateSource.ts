@@ -55,13 +55,11 @@ export function createRedisUpdateSource({ subscriber, keys, logger }: RedisUpdat
 
   return {
     async subscribe(deliveryId) {
+      // Stays wanted when this fails: the caller unsubscribes when it gives
+      // up. Forgetting it here would also drop a later subscribe of the same
+      // channel, made after an unsubscribe while this one was in flight.
       wanted.add(deliveryId);
-      try {
-        await callRedis(() => subscriber.subscribe(keys.channel(deliveryId)));
-      } catch (error) {
-        wanted.delete(deliveryId);
-        throw error;
-      }
+      await callRedis(() => subscriber.subscribe(keys.channel(deliveryId)));
     },
     unsubscribe(deliveryId) {
       wanted.delete(deliveryId);

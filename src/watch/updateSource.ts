@@ -6,10 +6,14 @@ import type { RecordedEvent } from "../domain/index.js";
  * whatever it loses from the log.
  */
 export interface UpdateSource {
-  /** Resolves once the subscription is acknowledged, so nothing published after it can be missed. */
+  /**
+   * Resolves once the subscription is acknowledged, so nothing published
+   * after it can be missed. Each subscribe is paired with one unsubscribe,
+   * also when it rejects.
+   */
   subscribe(deliveryId: string): Promise<void>;
   unsubscribe(deliveryId: string): void;
-  /** One listener; `raw` is the published text, for transports that can reuse it. */
+  /** One listener, called with each decoded update. */
   onUpdate(listener: (deliveryId: string, record: RecordedEvent) => void): void;
   /** Called after a lost subscription is back and acknowledged: messages in between are gone. */
   onResubscribed(listener: () => void): void;

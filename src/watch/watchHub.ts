@@ -34,8 +34,31 @@ export interface WatchHubDeps {
   readonly logger: Logger;
   /** How often the versions of all watched deliveries are checked against the cursors. */
   readonly safetyNetIntervalMs?: number;
-  /** Events read from the log per round trip while catching up. */
+  /**
+   * Events read from the log per round trip while catching up. Also the most
+   * a slow client's watcher holds (encoded) while it waits for 'drain'.
+   */
   readonly catchUpBatch?: number;
+  /** First delay before a catch-up that found the store unavailable is tried again (doubles up to the safety net's interval). */
+  readonly catchUpRetryMs?: number;
+  readonly observer?: WatchHubObserver;
+}
+
+/** What the hub reports for metrics. */
+export interface WatchHubObserver {
+  /** One update received from the source for a delivery watched here (once, whatever the number of its watchers). */
+  liveUpdate(): void;
+  /**
+   * Events sent from the log where Pub/Sub should have brought them (lost,
+   * late, or skipped while the client was slow); the replay a watch asks for
+   * with after_version is not counted.
+   */
+  repairedFromLog(events: number): void;
+}
+
+export interface WatcherState {
+  readonly cursor: number;
+  readonly paused: boolean;
 }
 
 export interface WatchHandle {
@@ -53,8 +76,17 @@ export interface WatchHub {
   readonly watcherCount: number;
   /** Deliveries with at least one local watcher (each is one subscribed channel). */
   readonly watchedDeliveries: number;
+  /** Where each local watcher of a delivery stands: the last version it was sent, and whether it is held back by a slow client. */
+  watcherStates(deliveryId: string): readonly WatcherState[];
   /** Aborts every watch (UNAVAILABLE) and stops the safety net. */
   close(): Promise<void>;
+}
+
+/** One update ready for the wire: encoded once, the same bytes for every watcher it goes to. */
+interface Outgoing {
+  readonly version: number;
+  readonly terminal: boolean;
+  readonly bytes: Uint8Array;
 }
 
 class Watcher {
@@ -66,6 +98,14 @@ class Watcher {
   /** Something newer than the cursor arrived while busy: look at the log again. */
   rerun = false;
   closed = false;
+  /**
+   * What was read from the log but not sent because the client stopped
+   * reading: at most one batch. Sent on 'drain' before reading further, so a
+   * client that reads in small steps does not cost one log read per step.
+   */
+  backlog: readonly Outgoing[] = [];
+  /** The versions up to here were asked for (after_version); sending them from the log is no repair. */
+  replayUntil = 0;
   readonly deliveryId: string;
   readonly stream: WatchStream;
   constructor(deliveryId: string, stream: WatchStream) {
@@ -79,6 +119,8 @@ interface Channel {
   readonly subscribed: Promise<void>;
 }
 
+const NO_HANDLE: WatchHandle = { close() {} };
+
 /**
  * Exact, ordered, gap-free fanout on top of at-most-once Pub/Sub. The log is
  * the truth: each watcher keeps a cursor; a live update at cursor + 1 is sent,
@@ -90,10 +132,18 @@ export function createWatchHub({
   encoder,
   logger,
   safetyNetIntervalMs = 3_000,
-  catchUpBatch = 500,
+  catchUpBatch = 200,
+  catchUpRetryMs = 100,
+  observer,
 }: WatchHubDeps): WatchHub {
   const channels = new Map<string, Channel>();
   let watcherCount = 0;
+
+  const outgoing = (record: RecordedEvent): Outgoing => ({
+    version: record.event.version,
+    terminal: isTerminal(record.delivery.status),
+    bytes: encoder.update(record),
+  });
 
   function join(w: Watcher): Promise<void> {
     let channel = channels.get(w.deliveryId);
@@ -109,6 +159,8 @@ export function createWatchHub({
   function leave(w: Watcher): void {
     if (w.closed) return;
     w.closed = true;
+    w.backlog = [];
+    retrying.delete(w);
     const channel = channels.get(w.deliveryId);
     if (!channel?.watchers.delete(w)) return;
     watcherCount--;
@@ -118,27 +170,39 @@ export function createWatchHub({
     }
   }
 
-  /** Sends one record if it is the next version; false when the watcher cannot take more now. */
-  function deliver(w: Watcher, record: RecordedEvent, bytes?: Uint8Array): boolean {
-    const { version } = record.event;
-    if (version <= w.cursor) return true;
-    if (version !== w.cursor + 1) {
-      w.rerun = true;
-      return false;
-    }
-    const accepted = w.stream.write(bytes ?? encoder.update(record));
-    w.cursor = version;
-    if (isTerminal(record.delivery.status)) {
+  /** Sends the update at cursor + 1; ends the watch after a terminal state; pauses the watcher when the client is slow. */
+  function send(w: Watcher, update: Outgoing): void {
+    const accepted = w.stream.write(update.bytes);
+    w.cursor = update.version;
+    if (update.terminal) {
       leave(w);
       w.stream.end();
-      return false;
+      return;
     }
     if (!accepted) w.paused = true;
-    return accepted;
+  }
+
+  // Catch-ups that found the store unavailable, tried again with backoff
+  // rather than only at the next re-subscription or safety-net round.
+  const retrying = new Set<Watcher>();
+  let retryTimer: NodeJS.Timeout | undefined;
+  let retryDelayMs = catchUpRetryMs;
+  function retryLater(w: Watcher): void {
+    retrying.add(w);
+    if (retryTimer) return;
+    retryTimer = setTimeout(() => {
+      retryTimer = undefined;
+      retryDelayMs = Math.min(retryDelayMs * 2, safetyNetIntervalMs);
+      const due = [...retrying];
+      retrying.clear();
+      for (const r of due) void catchUp(r);
+    }, retryDelayMs);
+    retryTimer.unref();
   }
 
   /** Reads from the log until the watcher is level with it (or paused, or gone). */
   async function catchUp(w: Watcher): Promise<void> {
+    if (w.starting || w.closed) return;
     if (w.catchingUp) {
       w.rerun = true;
       return;
@@ -149,48 +213,66 @@ export function createWatchHub({
         w.rerun = false;
         for (;;) {
           if (w.closed || w.paused) return;
-          const records = await store.readAfter(w.deliveryId, w.cursor, catchUpBatch);
-          let more = true;
-          for (const record of records) {
-            if (w.closed || w.paused) return;
-            more = deliver(w, record);
-            if (!more) break;
+          let batch = w.backlog;
+          w.backlog = [];
+          const fromLog = batch.length === 0;
+          if (fromLog) batch = (await store.readAfter(w.deliveryId, w.cursor, catchUpBatch)).map(outgoing);
+          let next = 0;
+          let repaired = 0;
+          while (next < batch.length && !w.closed && !w.paused) {
+            const update = batch[next++]!;
+            if (update.version <= w.cursor) continue;
+            if (update.version !== w.cursor + 1) {
+              // The log is gap-free by construction; a hole means it was damaged or trimmed.
+              logger.error({ deliveryId: w.deliveryId, cursor: w.cursor, found: update.version }, "gap in the log; watcher stopped");
+              return;
+            }
+            if (update.version > w.replayUntil) repaired++;
+            send(w, update);
           }
-          if (!more || records.length < catchUpBatch) break;
+          if (repaired > 0) observer?.repairedFromLog(repaired);
+          if (w.closed) return;
+          if (w.paused) {
+            w.backlog = batch.slice(next);
+            return;
+          }
+          if (fromLog && batch.length < catchUpBatch) break;
         }
-      } while (w.rerun && !w.closed && !w.paused);
+      } while (w.rerun);
+      retryDelayMs = catchUpRetryMs;
     } catch (error) {
-      // The safety net or the next re-subscription retries.
-      if (!(error instanceof StoreUnavailable)) logger.error({ err: error, deliveryId: w.deliveryId }, "catch-up failed");
+      if (error instanceof StoreUnavailable) retryLater(w);
+      else logger.error({ err: error, deliveryId: w.deliveryId }, "catch-up failed; the safety net retries");
     } finally {
       w.catchingUp = false;
     }
   }
 
+  /** Looks at the log for a watcher that may be behind; one still starting looks once it has started. */
+  function checkLog(w: Watcher): void {
+    if (w.starting) w.rerun = true;
+    else void catchUp(w);
+  }
+
   source.onUpdate((deliveryId, record) => {
     const channel = channels.get(deliveryId);
     if (!channel) return;
+    observer?.liveUpdate();
+    const { version } = record.event;
     // Encoded once, the same bytes for every local watcher.
-    let bytes: Uint8Array | undefined;
+    let update: Outgoing | undefined;
     for (const w of channel.watchers) {
-      if (w.paused || record.event.version <= w.cursor) continue;
-      if (w.starting || w.catchingUp) {
-        w.rerun = true;
-        continue;
-      }
-      if (record.event.version === w.cursor + 1) {
-        bytes ??= encoder.update(record);
-        deliver(w, record, bytes);
-      } else {
-        void catchUp(w);
-      }
+      if (w.paused || version <= w.cursor) continue;
+      if (w.starting || w.catchingUp) w.rerun = true;
+      else if (version === w.cursor + 1) send(w, (update ??= outgoing(record)));
+      else void catchUp(w);
     }
   });
 
-  function catchUpAll(): void {
-    for (const channel of channels.values()) for (const w of channel.watchers) if (!w.starting) void catchUp(w);
+  function checkAll(): void {
+    for (const channel of channels.values()) for (const w of channel.watchers) checkLog(w);
   }
-  source.onResubscribed(catchUpAll);
+  source.onResubscribed(checkAll);
 
   // A subscriber can stop receiving without noticing; one pipelined read of
   // every watched delivery's version finds watchers left behind.
@@ -201,7 +283,7 @@ export function createWatchHub({
       (versions) =>
         ids.forEach((id, i) => {
           const current = versions[i] ?? 0;
-          for (const w of channels.get(id)?.watchers ?? []) if (!w.starting && w.cursor < current) void catchUp(w);
+          for (const w of channels.get(id)?.watchers ?? []) if (w.cursor < current) checkLog(w);
         }),
       (error: unknown) => logger.debug({ err: error }, "safety net skipped a round"),
     );
@@ -214,14 +296,17 @@ export function createWatchHub({
       try {
         await join(w);
         const { state } = await store.load(deliveryId);
+        // The hub closed meanwhile and has already aborted this stream.
+        if (w.closed) return NO_HANDLE;
         if (state.status === "NONE") throw new DeliveryNotFound(deliveryId);
+        w.replayUntil = state.version;
         if (afterVersion === undefined) {
           w.cursor = state.version;
           const accepted = stream.write(encoder.snapshot(state));
           if (isTerminal(state.status)) {
             leave(w);
             stream.end();
-            return { close() {} };
+            return NO_HANDLE;
           }
           if (!accepted) w.paused = true;
         } else {
@@ -233,7 +318,7 @@ export function createWatchHub({
           if (isTerminal(state.status) && afterVersion === state.version) {
             leave(w);
             stream.end();
-            return { close() {} };
+            return NO_HANDLE;
           }
         }
       } catch (error) {
@@ -255,8 +340,12 @@ export function createWatchHub({
     get watchedDeliveries() {
       return channels.size;
     },
+    watcherStates(deliveryId) {
+      return [...(channels.get(deliveryId)?.watchers ?? [])].map(({ cursor, paused }) => ({ cursor, paused }));
+    },
     async close() {
       clearInterval(safetyNet);
+      clearTimeout(retryTimer);
       for (const channel of [...channels.values()]) {
         for (const w of [...channel.watchers]) {
           leave(w);

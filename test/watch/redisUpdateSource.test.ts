@@ -1,0 +1,117 @@
+/**
+ * The Redis update source against a stand-in subscriber connection whose
+ * replies the test releases one by one: the orderings real Redis shows only
+ * by chance.
+ */
+import { EventEmitter } from "node:events";
+import type { Redis } from "ioredis";
+import { describe, expect, it } from "vitest";
+import type { Delivery, DeliveryEvent, RecordedEvent } from "../../src/domain/index.js";
+import { silentLogger } from "../../src/logger.js";
+import { encodeDeliveryJson, encodeEventJson } from "../../src/mapping/protoMapping.js";
+import { createRedisKeys } from "../../src/store/redis/keys.js";
+import { createRedisUpdateSource } from "../../src/watch/redisUpdateSource.js";
+import { type Deferred, deferred } from "./watchHubFakes.js";
+
+class FakeSubscriber extends EventEmitter {
+  status = "ready";
+  readonly subscribeCalls: { channels: string[]; reply: Deferred<number> }[] = [];
+  readonly unsubscribed: string[] = [];
+  subscribe(...channels: string[]): Promise<number> {
+    const reply = deferred<number>();
+    this.subscribeCalls.push({ channels, reply });
+    return reply.promise;
+  }
+  unsubscribe(...channels: string[]): Promise<number> {
+    this.unsubscribed.push(...channels);
+    return Promise.resolve(0);
+  }
+}
+
+const keys = createRedisKeys("t:fake:");
+
+function update(deliveryId: string, version: number): string {
+  const event: DeliveryEvent = {
+    deliveryId,
+    version,
+    occurredAtMs: 1_700_000_000_000,
+    requestId: "",
+    data: { type: "budgetIncreased", amountMinor: 1 },
+  };
+  const delivery: Delivery = {
+    id: deliveryId,
+    status: "READY",
+    budgetMinor: 100 + version,
+    notes: "",
+    purchasePriceMinor: 0,
+    sellPriceMinor: 0,
+    quantity: 0,
+    deliveredQuantity: 0,
+    version,
+    createdAtMs: 1_700_000_000_000,
+    updatedAtMs: 1_700_000_000_000,
+  };
+  return `{"event":${encodeEventJson(event)},"delivery":${encodeDeliveryJson(delivery)}}`;
+}
+
+function setup() {
+  const subscriber = new FakeSubscriber();
+  const source = createRedisUpdateSource({ subscriber: subscriber as unknown as Redis, keys, logger: silentLogger });
+  const received: RecordedEvent[] = [];
+  source.onUpdate((_, record) => received.push(record));
+  let resubscribed = 0;
+  source.onResubscribed(() => resubscribed++);
+  return { subscriber, source, received, resubscribed: () => resubscribed };
+}
+
+describe("Redis update source", () => {
+  it("keeps a channel subscribed again while an earlier subscribe of it was still failing", async () => {
+    const { subscriber, source, received } = setup();
+    const first = source.subscribe("d1");
+    source.unsubscribe("d1");
+    const second = source.subscribe("d1");
+    subscriber.subscribeCalls[1]!.reply.resolve(1);
+    await second;
+    subscriber.subscribeCalls[0]!.reply.reject(new Error("Connection is closed."));
+    await expect(first).rejects.toThrow();
+
+    subscriber.emit("message", keys.channel("d1"), update("d1", 2));
+    expect(received.map((r) => r.event.version)).toEqual([2]);
+  });
+
+  it("after a reconnect, re-subscribes every wanted channel and reports it only once Redis acknowledged", async () => {
+    const { subscriber, source, resubscribed } = setup();
+    for (const id of ["d1", "d2", "d3"]) {
+      const subscribed = source.subscribe(id);
+      subscriber.subscribeCalls.at(-1)!.reply.resolve(1);
+      await subscribed;
+    }
+    source.unsubscribe("d2");
+
+    subscriber.emit("ready");
+    const again = subscriber.subscribeCalls.at(-1)!;
+    expect(again.channels.sort()).toEqual([keys.channel("d1"), keys.channel("d3")].sort());
+    await Promise.resolve();
+    expect(resubscribed()).toBe(0);
+    again.reply.resolve(2);
+    await again.reply.promise;
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(resubscribed()).toBe(1);
+  });
+
+  it("ignores messages of channels nobody wants any more and undecodable ones", async () => {
+    const { subscriber, source, received } = setup();
+    const subscribed = source.subscribe("d1");
+    subscriber.subscribeCalls[0]!.reply.resolve(1);
+    await subscribed;
+    source.unsubscribe("d1");
+    subscriber.emit("message", keys.channel("d1"), update("d1", 2));
+    const again = source.subscribe("d2");
+    subscriber.subscribeCalls[1]!.reply.resolve(1);
+    await again;
+    subscriber.emit("message", keys.channel("d2"), "{not json");
+    subscriber.emit("message", keys.channel("d2"), update("d2", 5));
+    expect(received.map((r) => [r.event.deliveryId, r.event.version])).toEqual([["d2", 5]]);
+    expect(subscriber.unsubscribed).toEqual([keys.channel("d1")]);
+  });
+});
