@@ -4,9 +4,10 @@
  */
 import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type HealthClient, healthClient } from "../support/health.js";
 import { testRedisUrl } from "../support/redis.js";
 import { startTestService, type TestService } from "../support/testServer.js";
-import { expectStatus, type HealthClient, healthClient } from "./e2e.support.js";
+import { expectStatus } from "./e2e.support.js";
 
 let service: TestService;
 let health: HealthClient;

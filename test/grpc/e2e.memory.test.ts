@@ -5,8 +5,9 @@
 import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DeliveryServiceClient } from "../../src/gen/delivery/v1/delivery.js";
+import { healthClient } from "../support/health.js";
 import { call, startTestService, type TestService } from "../support/testServer.js";
-import { deliveryIn, expectStatus, healthClient, MAX_SAFE, RANDOM_UUID, STATUS, TOO_BIG } from "./e2e.support.js";
+import { deliveryIn, expectStatus, MAX_SAFE, RANDOM_UUID, STATUS, TOO_BIG } from "./e2e.support.js";
 
 let service: TestService;
 let client: DeliveryServiceClient;

@@ -1,14 +1,14 @@
 /**
  * Helpers shared by the end-to-end files (test/grpc/e2e.*.test.ts): status
- * assertions, a "nothing was written" snapshot of a key prefix, deliveries
- * driven into a given status, and polling with a deadline.
+ * assertions, a "nothing was written" snapshot of a key prefix, and
+ * deliveries driven into a given status. Waiting and the health client are
+ * shared: see ../support/async.ts and ../support/health.ts.
  */
-import { type CallOptions, type Client, credentials, loadPackageDefinition, type ServiceClientConstructor, type ServiceError, status } from "@grpc/grpc-js";
-import { loadSync } from "@grpc/proto-loader";
-import { protoPath as healthProtoPath } from "grpc-health-check";
+import { type ServiceError, status } from "@grpc/grpc-js";
 import type { Redis } from "ioredis";
 import { expect } from "vitest";
 import { type DeliveryServiceClient, DeliveryStatus } from "../../src/gen/delivery/v1/delivery.js";
+import { rejectionOf } from "../support/async.js";
 import { call } from "../support/testServer.js";
 
 /** 2^53-1, the largest amount, quantity or version the service accepts. */
@@ -31,16 +31,6 @@ export const BAD_IDS: readonly [label: string, id: string][] = [
   ["a trailing newline", "abc\n"],
   ["a glob", "a*"],
 ];
-
-/** The rejection of a call that must fail. */
-export async function rejectionOf(promise: Promise<unknown>): Promise<ServiceError> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as ServiceError;
-  }
-  throw new Error("expected the call to fail, but it succeeded");
-}
 
 /**
  * Asserts the call fails with `code` and a clear message (non-empty, no stack
@@ -117,48 +107,4 @@ export async function deliveryIn(client: DeliveryServiceClient, target: StatusNa
   await call(client, "pickupProducts", { deliveryId: id, purchasePrice: 10n, quantity: 4n });
   if (target === "COLLECTED") return;
   await call(client, "deliverProducts", { deliveryId: id, sellPrice: 15n, quantity: 4n });
-}
-
-/** Polls `attempt` until it resolves, or rethrows its last error once the deadline passes. */
-export async function eventually<T>(attempt: () => Promise<T>, { timeoutMs = 10_000, intervalMs = 50 } = {}): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await attempt();
-    } catch (error) {
-      if (Date.now() >= deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, intervalMs));
-    }
-  }
-}
-
-export interface HealthClient {
-  /** grpc.health.v1.Health/Check: the serving status name, e.g. "SERVING". */
-  check(service: string, deadlineMs?: number): Promise<string>;
-  close(): void;
-}
-
-type HealthCheck = (
-  request: { service: string },
-  options: CallOptions,
-  callback: (error: ServiceError | null, response?: { status: string }) => void,
-) => void;
-
-/** A standard health client, built from the proto that grpc-health-check ships. */
-export function healthClient(address: string): HealthClient {
-  const definition = loadSync(healthProtoPath, { keepCase: true, enums: String, defaults: true });
-  const Health = (loadPackageDefinition(definition) as unknown as { grpc: { health: { v1: { Health: ServiceClientConstructor } } } })
-    .grpc.health.v1.Health;
-  const client: Client = new Health(address, credentials.createInsecure());
-  return {
-    check(service, deadlineMs = 5_000) {
-      const check = (client as unknown as { Check: HealthCheck }).Check.bind(client);
-      return new Promise((resolve, reject) =>
-        check({ service }, { deadline: Date.now() + deadlineMs }, (error, response) =>
-          error ? reject(error) : resolve(response!.status),
-        ),
-      );
-    },
-    close: () => client.close(),
-  };
 }

@@ -7,9 +7,11 @@ import { status } from "@grpc/grpc-js";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DeliveryServiceClient } from "../../src/gen/delivery/v1/delivery.js";
+import { eventually } from "../support/async.js";
+import { type HealthClient, healthClient } from "../support/health.js";
 import { type RedisServerHandle, startRedisServer } from "../support/redisServer.js";
 import { call, startTestService, type TestService } from "../support/testServer.js";
-import { eventually, expectStatus, type HealthClient, healthClient, STATUS } from "./e2e.support.js";
+import { expectStatus, STATUS } from "./e2e.support.js";
 
 /** Per-call deadline: a hang shows up as DEADLINE_EXCEEDED, which is not UNAVAILABLE. */
 const DEADLINE_MS = 5_000;

@@ -7,21 +7,12 @@ import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DeliveryServiceClient } from "../../src/gen/delivery/v1/delivery.js";
 import { SERVICE_NAME } from "../../src/server.js";
+import { rejectionOf, waitUntil } from "../support/async.js";
+import { createDelivery, getDelivery } from "../support/deliveries.js";
+import { type HealthClient, healthClient, type HealthWatch, transitions } from "../support/health.js";
 import { type RedisServerHandle, startRedisServer } from "../support/redisServer.js";
 import { startTestService, type TestService } from "../support/testServer.js";
-import {
-  checkHealth,
-  codeName,
-  createDelivery,
-  getDelivery,
-  type HealthClient,
-  healthClient,
-  type HealthWatch,
-  rejectionOf,
-  transitions,
-  waitFor,
-  watchHealth,
-} from "./opsSupport.js";
+import { codeName } from "./opsSupport.js";
 
 describe("with Redis", () => {
   let redis: RedisServerHandle;
@@ -36,7 +27,7 @@ describe("with Redis", () => {
     service = await startTestService({ redisUrl: redis.url });
     health = healthClient(service.address);
     client = service.client();
-    healthWatch = watchHealth(health, SERVICE_NAME);
+    healthWatch = health.watch(SERVICE_NAME);
   });
 
   afterAll(async () => {
@@ -49,11 +40,11 @@ describe("with Redis", () => {
   // The tests below run in order: up, down, up again.
 
   it.each(["", SERVICE_NAME])("reports SERVING for %j while Redis is up", async (name) => {
-    expect(await checkHealth(health, name)).toBe("SERVING");
+    expect(await health.check(name)).toBe("SERVING");
   });
 
   it("answers NOT_FOUND for a service it does not serve", async () => {
-    const error = await rejectionOf(checkHealth(health, "no.such.Service"));
+    const error = await rejectionOf(health.check("no.such.Service"));
     expect(codeName(error)).toBe("NOT_FOUND");
   });
 
@@ -61,8 +52,8 @@ describe("with Redis", () => {
     await createDelivery(client, { deliveryId, budget: 100n });
     await redis.stop();
     await healthWatch.until("NOT_SERVING", 5_000);
-    await waitFor("Check('') to report NOT_SERVING", async () => (await checkHealth(health, "")) === "NOT_SERVING", { timeoutMs: 5_000 });
-    expect(await checkHealth(health, SERVICE_NAME)).toBe("NOT_SERVING");
+    await waitUntil(async () => (await health.check("")) === "NOT_SERVING", "Check('') to report NOT_SERVING", 5_000);
+    expect(await health.check(SERVICE_NAME)).toBe("NOT_SERVING");
   });
 
   it("fails commands fast with UNAVAILABLE while Redis is down", async () => {
@@ -74,9 +65,9 @@ describe("with Redis", () => {
 
   it("reports SERVING again once Redis is back, without a restart", async () => {
     await redis.restart();
-    await waitFor("Check('') to report SERVING", async () => (await checkHealth(health, "")) === "SERVING", { timeoutMs: 8_000 });
-    expect(await checkHealth(health, SERVICE_NAME)).toBe("SERVING");
-    await waitFor("the health watch to report SERVING after NOT_SERVING", () => healthWatch.statuses.at(-1) === "SERVING");
+    await waitUntil(async () => (await health.check("")) === "SERVING", "Check('') to report SERVING", 8_000);
+    expect(await health.check(SERVICE_NAME)).toBe("SERVING");
+    await waitUntil(() => healthWatch.statuses.at(-1) === "SERVING", "the health watch to report SERVING after NOT_SERVING", 5_000);
     expect(transitions(healthWatch.statuses)).toEqual(["SERVING", "NOT_SERVING", "SERVING"]);
     // A command works again, served by the same process (the restarted Redis kept nothing: NOT_FOUND is an answer).
     const error = await rejectionOf(getDelivery(client, deliveryId));
@@ -99,6 +90,6 @@ describe("with the in-memory store (no REDIS_URL)", () => {
   });
 
   it.each(["", SERVICE_NAME])("reports SERVING for %j", async (name) => {
-    expect(await checkHealth(health, name)).toBe("SERVING");
+    expect(await health.check(name)).toBe("SERVING");
   });
 });

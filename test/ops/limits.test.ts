@@ -8,8 +8,11 @@ import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CancelDeliveryRequest, CreateDeliveryRequest, type DeliveryServiceClient } from "../../src/gen/delivery/v1/delivery.js";
 import { testRedisUrl } from "../support/redis.js";
+import { rejectionOf, waitUntil } from "../support/async.js";
+import { createDelivery, getDelivery } from "../support/deliveries.js";
 import { startTestService, type TestService } from "../support/testServer.js";
-import { codeName, createDelivery, getDelivery, rejectionOf, waitFor, watch, type WatchRecorder } from "./opsSupport.js";
+import { watch, type WatchRecorder } from "../support/watch.js";
+import { codeName } from "./opsSupport.js";
 
 const newId = (label: string) => `${label}-${randomBytes(4).toString("hex")}`;
 
@@ -32,21 +35,25 @@ describe("MAX_WATCHERS 2", () => {
   });
 
   function openWatch(id = deliveryId): WatchRecorder {
-    const w = watch(client, id);
+    const w = watch(client, { deliveryId: id });
     open.push(w);
     return w;
   }
 
   /** Opens watches until one gets its first message, while the others end RESOURCE_EXHAUSTED (slots free up asynchronously). */
   async function watchWhenASlotIsFree(): Promise<WatchRecorder> {
-    return waitFor("a watch to be accepted", async () => {
-      const w = openWatch();
-      const accepted = await Promise.race([w.first.then(() => true), w.ended.then(() => false)]);
-      if (accepted) return w;
-      const end = await w.ended;
-      if (end.code !== status.RESOURCE_EXHAUSTED) throw new Error(`watch ended ${status[end.code]}: ${end.details}`);
-      return undefined;
-    });
+    return waitUntil(
+      async () => {
+        const w = openWatch();
+        const accepted = await Promise.race([w.first.then(() => true), w.ended.then(() => false)]);
+        if (accepted) return w;
+        const end = await w.ended;
+        if (end.code !== status.RESOURCE_EXHAUSTED) throw new Error(`watch ended ${status[end.code]}: ${end.details}`);
+        return undefined;
+      },
+      "a watch to be accepted",
+      5_000,
+    );
   }
 
   // In order: fill, overflow, free one, refill.
@@ -70,7 +77,7 @@ describe("MAX_WATCHERS 2", () => {
 
   it("gives slots back when watches end with OK (terminal delivery) or an error", async () => {
     for (const w of open) w.cancel();
-    await waitFor("every watch to be released", () => service.server.hub.watcherCount === 0);
+    await waitUntil(() => service.server.hub.watcherCount === 0, "every watch to be released", 5_000);
     // Each of these ends at once, and more of them than the limit.
     const cancelled = newId("cancelled");
     await createDelivery(client, { deliveryId: cancelled, budget: 100n });

@@ -11,8 +11,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { configWith } from "../../src/config.js";
 import { CancelDeliveryRequest, DeliveryServiceClient } from "../../src/gen/delivery/v1/delivery.js";
 import { type RunningServer, startServer } from "../../src/server.js";
+import { rejectionOf, waitUntil } from "../support/async.js";
+import { createDelivery, getDelivery } from "../support/deliveries.js";
 import { testRedisUrl, uniquePrefix } from "../support/redis.js";
-import { codeName, createDelivery, getDelivery, rejectionOf, waitFor, watch } from "./opsSupport.js";
+import { watch } from "../support/watch.js";
+import { codeName } from "./opsSupport.js";
 
 interface LogLine {
   readonly level: number;
@@ -57,7 +60,7 @@ describe("one line per finished RPC", () => {
   it("logs a successful CreateDelivery with method, code, durationMs and deliveryId", async () => {
     const deliveryId = newId("created");
     await createDelivery(client, { deliveryId, budget: 100n });
-    const [line, ...more] = await waitFor("the CreateDelivery line", () => rpcLines(deliveryId).length > 0 && rpcLines(deliveryId));
+    const [line, ...more] = await waitUntil(() => rpcLines(deliveryId).length > 0 && rpcLines(deliveryId), "the CreateDelivery line", 5_000);
     expect(more).toEqual([]);
     expect(line).toMatchObject({ msg: "rpc", level: 30, method: "CreateDelivery", code: "OK", deliveryId });
     expect(line!.durationMs).toEqual(expect.any(Number));
@@ -69,10 +72,11 @@ describe("one line per finished RPC", () => {
   // delivery_id the id is chosen by the server, and only the response has it.
   it("logs the id the server picked for a CreateDelivery without delivery_id", async () => {
     const requestId = newId("create-without-id");
-    const response = await createDelivery(client, { budget: 100n, requestId });
-    const picked = response.delivery!.id;
-    const line = await waitFor("the CreateDelivery line", () =>
-      lines().findLast((l) => l.method === "CreateDelivery" && (l.deliveryId === picked || l.deliveryId === undefined)),
+    const picked = await createDelivery(client, { budget: 100n, requestId });
+    const line = await waitUntil(
+      () => lines().findLast((l) => l.method === "CreateDelivery" && (l.deliveryId === picked || l.deliveryId === undefined)),
+      "the CreateDelivery line",
+      5_000,
     );
     expect(line.deliveryId).toBe(picked);
   });
@@ -80,21 +84,25 @@ describe("one line per finished RPC", () => {
   it("logs a failed call with its status code", async () => {
     const deliveryId = newId("missing");
     expect(codeName(await rejectionOf(getDelivery(client, deliveryId)))).toBe("NOT_FOUND");
-    const found = await waitFor("the GetDelivery line", () => rpcLines(deliveryId).length > 0 && rpcLines(deliveryId));
+    const found = await waitUntil(() => rpcLines(deliveryId).length > 0 && rpcLines(deliveryId), "the GetDelivery line", 5_000);
     expect(found).toEqual([expect.objectContaining({ msg: "rpc", method: "GetDelivery", code: "NOT_FOUND", deliveryId })]);
   });
 
   it("logs a watch once, when it ends (CANCELLED by the client)", async () => {
     const deliveryId = newId("watched");
     await createDelivery(client, { deliveryId, budget: 100n });
-    const watcher = watch(client, deliveryId);
+    const watcher = watch(client, { deliveryId });
     await watcher.first;
     const beforeEnd = rpcLines(deliveryId).filter((line) => line.method === "WatchDelivery");
     watcher.cancel();
-    const watchLines = await waitFor("the WatchDelivery line", () => {
-      const found = rpcLines(deliveryId).filter((line) => line.method === "WatchDelivery");
-      return found.length > 0 && found;
-    });
+    const watchLines = await waitUntil(
+      () => {
+        const found = rpcLines(deliveryId).filter((line) => line.method === "WatchDelivery");
+        return found.length > 0 && found;
+      },
+      "the WatchDelivery line",
+      5_000,
+    );
     expect(beforeEnd).toEqual([]);
     expect(watchLines).toEqual([expect.objectContaining({ msg: "rpc", method: "WatchDelivery", code: "CANCELLED", deliveryId })]);
   });
@@ -114,7 +122,7 @@ describe("no payloads", () => {
         error ? reject(error) : resolve(response),
       ),
     );
-    await waitFor("both lines", () => rpcLines(deliveryId).length === 2);
+    await waitUntil(() => rpcLines(deliveryId).length === 2, "both lines", 5_000);
     const everything = raw.join("\n");
     for (const secret of Object.values(secrets)) expect(everything).not.toContain(secret);
   });
@@ -125,8 +133,10 @@ describe("no payloads", () => {
   it("does not copy an invalid delivery_id into the log", async () => {
     const invalid = `x${"y".repeat(20_000)}/not-an-id`;
     expect(codeName(await rejectionOf(getDelivery(client, invalid)))).toBe("INVALID_ARGUMENT");
-    const line = await waitFor("the GetDelivery INVALID_ARGUMENT line", () =>
-      lines().find((l) => l.method === "GetDelivery" && l.code === "INVALID_ARGUMENT"),
+    const line = await waitUntil(
+      () => lines().find((l) => l.method === "GetDelivery" && l.code === "INVALID_ARGUMENT"),
+      "the GetDelivery INVALID_ARGUMENT line",
+      5_000,
     );
     expect(String(line.deliveryId ?? "").length).toBeLessThanOrEqual(64 + 16);
     expect(Math.max(...raw.map((l) => l.length))).toBeLessThan(4_096);

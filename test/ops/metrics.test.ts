@@ -8,9 +8,12 @@ import { randomBytes } from "node:crypto";
 import { Metadata } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type DeliveryServiceClient, StartDeliveryRequest } from "../../src/gen/delivery/v1/delivery.js";
+import { rejectionOf, waitUntil, within } from "../support/async.js";
+import { createDelivery, getDelivery } from "../support/deliveries.js";
 import { type RedisServerHandle, startRedisServer } from "../support/redisServer.js";
 import { startTestService, type TestService } from "../support/testServer.js";
-import { codeName, createDelivery, getDelivery, rejectionOf, type Scrape, scrape, waitFor, watch, within } from "./opsSupport.js";
+import { watch } from "../support/watch.js";
+import { codeName, type Scrape, scrape } from "./opsSupport.js";
 import { startTcpProxy, type TcpProxy } from "./tcpProxy.js";
 
 let redis: RedisServerHandle;
@@ -118,22 +121,22 @@ describe("watches", () => {
     const id = newId("gauge");
     await createDelivery(client, { deliveryId: id, budget: 100n });
     expect((await metrics()).value("delivery_watchers")).toBe(0);
-    const watcher = watch(client, id);
+    const watcher = watch(client, { deliveryId: id });
     await watcher.first;
     expect((await metrics()).value("delivery_watchers")).toBe(1);
     watcher.cancel();
-    await waitFor("delivery_watchers back to 0", async () => (await metrics()).value("delivery_watchers") === 0);
+    await waitUntil(async () => (await metrics()).value("delivery_watchers") === 0, "delivery_watchers back to 0", 5_000);
   });
 
   it("counts a live update received from Pub/Sub", async () => {
     const id = newId("pubsub");
     await createDelivery(client, { deliveryId: id, budget: 100n });
-    const watcher = watch(client, id);
+    const watcher = watch(client, { deliveryId: id });
     try {
       await watcher.first;
       const before = (await metrics()).value("delivery_pubsub_messages_total");
       await startDelivery(id);
-      await waitFor("the watcher to receive version 2", () => watcher.messages.length === 2);
+      await waitUntil(() => watcher.messages.length === 2, "the watcher to receive version 2", 5_000);
       // TODO(lead): hub metrics hooks — pubsubMessages is defined in src/metrics.ts but nothing increments it.
       expect((await metrics()).value("delivery_pubsub_messages_total") - before).toBeGreaterThanOrEqual(1);
     } finally {
@@ -144,15 +147,15 @@ describe("watches", () => {
   it("counts an event repaired from the log after its Pub/Sub message was lost", async () => {
     const id = newId("gap");
     await createDelivery(client, { deliveryId: id, budget: 100n });
-    const watcher = watch(client, id);
+    const watcher = watch(client, { deliveryId: id });
     try {
       await watcher.first;
       const before = (await metrics()).value("delivery_watch_gaps_repaired_total");
       const dropped = proxy.dropNextMessage(`${service.keyPrefix}delivery:{${id}}`);
       await startDelivery(id);
-      await within(dropped, 5_000, "the proxy to drop the Pub/Sub message");
+      await within(dropped, "the proxy to drop the Pub/Sub message", 5_000);
       // Only the safety net (or the next message) can bring version 2 now: it comes from the log.
-      await waitFor("the watcher to receive version 2 from the log", () => watcher.messages.length === 2);
+      await waitUntil(() => watcher.messages.length === 2, "the watcher to receive version 2 from the log", 5_000);
       expect(watcher.messages[1]?.event?.version).toBe(2n);
       // TODO(lead): hub metrics hooks — gapsRepaired is defined in src/metrics.ts but nothing increments it.
       expect((await metrics()).value("delivery_watch_gaps_repaired_total") - before).toBeGreaterThanOrEqual(1);
@@ -167,10 +170,14 @@ describe("Redis errors (runs last: it stops Redis)", () => {
     const total = (s: Scrape) => s.samples("delivery_redis_errors_total").reduce((sum, sample) => sum + sample.value, 0);
     expect(total(await metrics())).toBe(0);
     await redis.stop();
-    const during = await waitFor("delivery_redis_errors_total to move", async () => {
-      const s = await metrics();
-      return total(s) > 0 ? s : undefined;
-    });
+    const during = await waitUntil(
+      async () => {
+        const s = await metrics();
+        return total(s) > 0 ? s : undefined;
+      },
+      "delivery_redis_errors_total to move",
+      5_000,
+    );
     const labels = during.samples("delivery_redis_errors_total").filter((s) => s.value > 0).map((s) => s.labels.connection);
     expect(labels.every((label) => label === "commands" || label === "subscriber")).toBe(true);
     await redis.restart();

@@ -9,23 +9,15 @@
  * has reached Redis: CLIENT LIST and INFO are paused too.)
  */
 import { randomBytes } from "node:crypto";
-import { credentials, type StatusObject, status } from "@grpc/grpc-js";
+import { credentials, status } from "@grpc/grpc-js";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { DeliveryServiceClient, DeliveryStatus, type GetDeliveryResponse } from "../../src/gen/delivery/v1/delivery.js";
+import { rejectionOf } from "../support/async.js";
+import { createDelivery, getDelivery } from "../support/deliveries.js";
+import { type HealthClient, healthClient, type ServingStatus, transitions } from "../support/health.js";
 import { type RedisServerHandle, startRedisServer } from "../support/redisServer.js";
-import {
-  checkHealth,
-  codeName,
-  createDelivery,
-  getDelivery,
-  type HealthClient,
-  healthClient,
-  rejectionOf,
-  type ServingStatus,
-  transitions,
-  watch,
-  watchHealth,
-} from "./opsSupport.js";
+import { watch, type WatchEnd } from "../support/watch.js";
+import { codeName } from "./opsSupport.js";
 import { type Build, buildService, type Exit, listeningPort, type ServiceProcess, spawnService } from "./serviceProcess.js";
 import { startTcpProxy, type TcpProxy } from "./tcpProxy.js";
 
@@ -71,7 +63,7 @@ function health(address: string): HealthClient {
 /** Waits until the process answers a health check; its address. */
 async function servingAt(service: ServiceProcess): Promise<string> {
   const address = `127.0.0.1:${await listeningPort(service)}`;
-  expect(await checkHealth(health(address), "")).toBe("SERVING");
+  expect(await health(address).check("")).toBe("SERVING");
   return address;
 }
 
@@ -83,7 +75,7 @@ describe("SIGTERM with three watches open and a GetDelivery in flight", () => {
   let heldId: string;
   let sigtermAt: number;
   let inFlight: PromiseSettledResult<GetDeliveryResponse>;
-  let watchEnds: StatusObject[];
+  let watchEnds: WatchEnd[];
   let healthDuringShutdown: ServingStatus[];
   let refused: { code: string; details: string };
   let exit: Exit;
@@ -98,9 +90,9 @@ describe("SIGTERM with three watches open and a GetDelivery in flight", () => {
     const watchedIds = [1, 2, 3].map((n) => `watched-${n}-${uid()}`);
     heldId = `held-${uid()}`;
     for (const deliveryId of [...watchedIds, heldId]) await createDelivery(client, { deliveryId, budget: 1_000n });
-    const watches = watchedIds.map((id) => watch(client, id));
+    const watches = watchedIds.map((deliveryId) => watch(client, { deliveryId }));
     await Promise.all(watches.map((w) => w.first));
-    const healthWatch = watchHealth(health(address), SERVICE_NAME);
+    const healthWatch = health(address).watch(SERVICE_NAME);
     await healthWatch.until("SERVING");
 
     // Only the read of heldId's state is held; watches and everything else flow.
@@ -176,7 +168,7 @@ describe("signals", () => {
     const service = start({ SHUTDOWN_GRACE_MS: String(GRACE_MS) });
     const address = await servingAt(service);
     // What a load balancer or sidecar that uses Health/Watch keeps open all the time.
-    const healthWatch = watchHealth(health(address), SERVICE_NAME);
+    const healthWatch = health(address).watch(SERVICE_NAME);
     await healthWatch.until("SERVING");
 
     const sigtermAt = Date.now();

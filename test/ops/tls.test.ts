@@ -9,8 +9,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DeliveryServiceClient } from "../../src/gen/delivery/v1/delivery.js";
 import { testRedisUrl } from "../support/redis.js";
 import { startTestService, type TestService } from "../support/testServer.js";
+import { rejectionOf } from "../support/async.js";
+import { getDelivery } from "../support/deliveries.js";
 import { createTestPki, type TestPki } from "./certificates.js";
-import { codeName, getDelivery, rejectionOf } from "./opsSupport.js";
+import { codeName } from "./opsSupport.js";
 
 let pki: TestPki;
 const clients: DeliveryServiceClient[] = [];

@@ -6,16 +6,11 @@ import { randomUUID } from "node:crypto";
 import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type DeliveryServiceClient, DeliveryStatus } from "../../src/gen/delivery/v1/delivery.js";
+import { waitUntil, within } from "../support/async.js";
+import { cancelDelivery, createDelivery, increaseBudget } from "../support/deliveries.js";
 import { call, type TestService } from "../support/testServer.js";
-import {
-  cancelDelivery,
-  createDelivery,
-  expectEveryVersion,
-  increaseBudget,
-  waitUntil,
-  watch,
-  within,
-} from "./watchSupport.js";
+import { watch } from "../support/watch.js";
+import { expectEveryVersion } from "./watchSupport.js";
 
 export function describeWatchContract(backend: string, start: () => Promise<TestService>): void {
   describe(`WatchDelivery contract (${backend})`, () => {
@@ -73,7 +68,7 @@ export function describeWatchContract(backend: string, start: () => Promise<Test
     });
 
     it("ends with OK after the event that completes the delivery", async () => {
-      const id = await createDelivery(client, 100n);
+      const id = await createDelivery(client, { budget: 100n });
       const w = watch(client, { deliveryId: id });
       await waitUntil(() => w.messages.length === 1, "the snapshot");
       await call(client, "startDelivery", { deliveryId: id, requestId: randomUUID() });

@@ -1,18 +1,12 @@
 import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DeliveryServiceClient } from "../../src/gen/delivery/v1/delivery.js";
+import { within } from "../support/async.js";
+import { cancelDelivery, createDelivery, increaseBudget } from "../support/deliveries.js";
 import { testRedisUrl } from "../support/redis.js";
 import { startTestService, type TestService } from "../support/testServer.js";
-import {
-  cancelDelivery,
-  createDelivery,
-  expectEveryVersion,
-  expectSnapshotThenEveryVersion,
-  increaseBudget,
-  watch,
-  type WatchRecorder,
-  within,
-} from "./watchSupport.js";
+import { watch, type WatchRecorder } from "../support/watch.js";
+import { expectEveryVersion, expectSnapshotThenEveryVersion } from "./watchSupport.js";
 
 const WATCHERS = 1_000;
 const WATCH_CHANNELS = 8;

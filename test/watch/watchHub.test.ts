@@ -9,8 +9,9 @@ import { watchEncoder } from "../../src/grpc/watchDelivery.js";
 import { silentLogger } from "../../src/logger.js";
 import { createMemoryEventStore } from "../../src/store/memory/memoryEventStore.js";
 import { createWatchHub, type WatchHub, type WatchHubDeps } from "../../src/watch/watchHub.js";
+import { waitUntil } from "../support/async.js";
 import { controlledStore, type ControlledStore, deferred, type FakeSource, fakeSource, fakeStream } from "./watchHubFakes.js";
-import { range, SAFETY_NET_OFF_MS, waitUntil } from "./watchSupport.js";
+import { range, SAFETY_NET_OFF_MS } from "./watchSupport.js";
 
 interface Setup {
   readonly hub: WatchHub;

@@ -2,21 +2,13 @@ import { status } from "@grpc/grpc-js";
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRedisKeys } from "../../src/store/redis/keys.js";
+import { waitUntil, within } from "../support/async.js";
+import { cancelDelivery, createDelivery, increaseBudget } from "../support/deliveries.js";
 import { connectRedis } from "../support/redis.js";
 import { type RedisServerHandle, startRedisServer } from "../support/redisServer.js";
 import { startTestService, type TestService } from "../support/testServer.js";
-import {
-  cancelDelivery,
-  createDelivery,
-  expectEveryVersion,
-  expectSnapshotThenEveryVersion,
-  increaseBudget,
-  SAFETY_NET_OFF_MS,
-  waitUntil,
-  watch,
-  type WatchRecorder,
-  within,
-} from "./watchSupport.js";
+import { watch, type WatchRecorder } from "../support/watch.js";
+import { expectEveryVersion, expectSnapshotThenEveryVersion, SAFETY_NET_OFF_MS } from "./watchSupport.js";
 
 const DELIVERIES = 3;
 const WATCHERS_PER_DELIVERY = 10;

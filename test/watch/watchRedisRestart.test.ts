@@ -2,18 +2,12 @@ import { randomUUID } from "node:crypto";
 import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DeliveryServiceClient } from "../../src/gen/delivery/v1/delivery.js";
+import { waitUntil, within } from "../support/async.js";
+import { createDelivery } from "../support/deliveries.js";
 import { type RedisServerHandle, startRedisServer } from "../support/redisServer.js";
 import { call, startTestService, type TestService } from "../support/testServer.js";
-import {
-  createDelivery,
-  expectEveryVersion,
-  expectSnapshotThenEveryVersion,
-  retryWhileUnavailable,
-  waitUntil,
-  watch,
-  type WatchRecorder,
-  within,
-} from "./watchSupport.js";
+import { watch, type WatchRecorder } from "../support/watch.js";
+import { expectEveryVersion, expectSnapshotThenEveryVersion, retryWhileUnavailable } from "./watchSupport.js";
 
 const COMMANDS = 60;
 const WATCHERS = 10;

@@ -1,18 +1,11 @@
 import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { waitUntil, within } from "../support/async.js";
+import { cancelDelivery, createDelivery, increaseBudget } from "../support/deliveries.js";
 import { testRedisUrl, uniquePrefix } from "../support/redis.js";
 import { startTestService, type TestService } from "../support/testServer.js";
-import {
-  cancelDelivery,
-  createDelivery,
-  expectEveryVersion,
-  expectSnapshotThenEveryVersion,
-  increaseBudget,
-  SAFETY_NET_OFF_MS,
-  waitUntil,
-  watch,
-  within,
-} from "./watchSupport.js";
+import { watch } from "../support/watch.js";
+import { expectEveryVersion, expectSnapshotThenEveryVersion, SAFETY_NET_OFF_MS } from "./watchSupport.js";
 
 describe("WatchDelivery across replicas", () => {
   let a: TestService;

@@ -5,9 +5,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Delivery, evolve, type RecordedEvent } from "../../src/domain/index.js";
 import type { EventStore } from "../../src/store/eventStore.js";
 import { createRedisEventStore } from "../../src/store/redis/redisEventStore.js";
+import { waitUntil, within } from "../support/async.js";
+import { cancelDelivery, createDelivery } from "../support/deliveries.js";
 import { connectRedis, testRedisUrl } from "../support/redis.js";
 import { startTestService, type TestService } from "../support/testServer.js";
-import { cancelDelivery, createDelivery, expectEveryVersion, waitUntil, watch, type WatchRecorder, within } from "./watchSupport.js";
+import { watch, type WatchRecorder } from "../support/watch.js";
+import { expectEveryVersion } from "./watchSupport.js";
 
 const EVENTS = 10_000;
 const FAST_WATCHERS = 3;

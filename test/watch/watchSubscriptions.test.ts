@@ -3,10 +3,12 @@ import { status } from "@grpc/grpc-js";
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRedisKeys } from "../../src/store/redis/keys.js";
+import { waitUntil, within } from "../support/async.js";
+import { cancelDelivery, createDelivery } from "../support/deliveries.js";
 import { connectRedis, uniquePrefix } from "../support/redis.js";
 import { type RedisServerHandle, startRedisServer } from "../support/redisServer.js";
 import { startTestService, type TestService } from "../support/testServer.js";
-import { cancelDelivery, createDelivery, waitUntil, watch, type WatchRecorder, within } from "./watchSupport.js";
+import { watch, type WatchRecorder } from "../support/watch.js";
 
 const DELIVERIES = 12;
 const WATCHERS_PER_DELIVERY = 5;
