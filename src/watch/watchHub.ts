@@ -1,6 +1,7 @@
 import {
   type Delivery,
   DeliveryNotFound,
+  type DeliveryState,
   InvalidInput,
   isTerminal,
   type RecordedEvent,
@@ -144,6 +145,34 @@ export function createWatchHub({
     terminal: isTerminal(record.delivery.status),
     bytes: encoder.update(record),
   });
+
+  // Watches of one delivery that start together share one state read and one
+  // encoded snapshot (a burst of reconnecting watchers costs one read, not one
+  // each). A watcher may only use a read that began after it joined: from its
+  // join on, live updates reach it (or mark it for a log check), so nothing
+  // between that read and its first live update can slip past.
+  interface SharedLoad {
+    readonly startedAt: number;
+    readonly result: Promise<{ state: DeliveryState; snapshot: () => Uint8Array }>;
+  }
+  const loading = new Map<string, SharedLoad>();
+  let clock = 0;
+  function loadShared(deliveryId: string, joinedAt: number): SharedLoad["result"] {
+    const current = loading.get(deliveryId);
+    if (current && current.startedAt > joinedAt) return current.result;
+    const startedAt = ++clock;
+    const result = store.load(deliveryId).then(({ state }) => {
+      let bytes: Uint8Array | undefined;
+      return { state, snapshot: () => (bytes ??= encoder.snapshot(state as Delivery)) };
+    });
+    const entry = { startedAt, result };
+    loading.set(deliveryId, entry);
+    const forget = () => {
+      if (loading.get(deliveryId) === entry) loading.delete(deliveryId);
+    };
+    result.then(forget, forget);
+    return result;
+  }
 
   function join(w: Watcher): Promise<void> {
     let channel = channels.get(w.deliveryId);
@@ -294,15 +323,16 @@ export function createWatchHub({
     async watch(deliveryId, afterVersion, stream) {
       const w = new Watcher(deliveryId, stream);
       try {
+        const joinedAt = ++clock;
         await join(w);
-        const { state } = await store.load(deliveryId);
+        const { state, snapshot } = await loadShared(deliveryId, joinedAt);
         // The hub closed meanwhile and has already aborted this stream.
         if (w.closed) return NO_HANDLE;
         if (state.status === "NONE") throw new DeliveryNotFound(deliveryId);
         w.replayUntil = state.version;
         if (afterVersion === undefined) {
           w.cursor = state.version;
-          const accepted = stream.write(encoder.snapshot(state));
+          const accepted = stream.write(snapshot());
           if (isTerminal(state.status)) {
             leave(w);
             stream.end();

@@ -77,6 +77,36 @@ describe("watch hub", () => {
     expect(stream.snapshots).toBe(1);
   });
 
+  it("shares one state read and one snapshot among watches that start together", async () => {
+    const s = setup();
+    await create(s.app, "d1");
+    const loadsBefore = s.store.loadCalls;
+    const streams = range(1, 50).map(() => fakeStream());
+    await Promise.all(streams.map((stream) => s.hub.watch("d1", undefined, stream)));
+    expect(s.store.loadCalls - loadsBefore).toBe(1);
+    for (const stream of streams) expect(stream.versions).toEqual([1]);
+  });
+
+  it("gives a watch that joins while a read is under way a read of its own, so an update between the two is not lost", async () => {
+    const s = setup();
+    await create(s.app, "d1");
+    const release = deferred();
+    s.store.holdLoad = release.promise;
+    const early = fakeStream();
+    // Reads version 1, then waits.
+    const earlyStarted = s.hub.watch("d1", undefined, early);
+    await waitUntil(() => s.store.loadCalls >= 1 && s.source.subscribed.has("d1"), "the first read");
+    // Version 2 is published while only the early watch is registered.
+    await increase(s.app, "d1");
+    const late = fakeStream();
+    const lateStarted = s.hub.watch("d1", undefined, late);
+    release.resolve();
+    await Promise.all([earlyStarted, lateStarted]);
+    await waitUntil(() => early.versions.length === 2, "version 2 for the early watch", 2_000);
+    expect(early.versions).toEqual([1, 2]);
+    expect(late.versions).toEqual([2]);
+  });
+
   it("retries a catch-up that found the store unavailable without waiting for the safety net", async () => {
     const s = setup();
     await create(s.app, "d1");

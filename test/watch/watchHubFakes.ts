@@ -120,6 +120,7 @@ export function fakeStream(capacity = Number.POSITIVE_INFINITY): FakeStream {
 
 export interface ControlledStore extends EventStore {
   readonly readAfterCalls: number;
+  readonly loadCalls: number;
   /** While set, load() waits for it after reading (the state it returns is the one read before). */
   holdLoad: Promise<void> | undefined;
   /** While true, readAfter() fails as an unreachable Redis does. */
@@ -128,6 +129,7 @@ export interface ControlledStore extends EventStore {
 
 export function controlledStore(inner: EventStore): ControlledStore {
   let readAfterCalls = 0;
+  let loadCalls = 0;
   const store: ControlledStore = {
     ...inner,
     holdLoad: undefined,
@@ -135,7 +137,11 @@ export function controlledStore(inner: EventStore): ControlledStore {
     get readAfterCalls() {
       return readAfterCalls;
     },
+    get loadCalls() {
+      return loadCalls;
+    },
     async load(id, requestKey) {
+      loadCalls++;
       const loaded = await inner.load(id, requestKey);
       if (store.holdLoad) await store.holdLoad;
       return loaded;

@@ -62,11 +62,10 @@ export function createRedisEventStore({ redis, keyPrefix = "" }: RedisEventStore
   return {
     async load(deliveryId, requestKey): Promise<LoadedDelivery> {
       const k = keys.delivery(deliveryId);
-      // Both keys share the delivery's hash tag: one round trip.
-      const [stateJson, prior] = await pipelined((p) => {
-        p.hget(k.state, "delivery");
-        if (requestKey !== undefined) p.hget(k.requests, requestKey);
-      });
+      // Sent together (auto-pipelining), so one round trip without building a Pipeline.
+      const [stateJson, prior] = await callRedis(() =>
+        Promise.all([redis.hget(k.state, "delivery"), requestKey === undefined ? null : redis.hget(k.requests, requestKey)]),
+      );
       const state: DeliveryState = stateJson ? decodeDeliveryJson(stateJson) : initialState;
       return prior ? { state, prior: parsePrior(prior) } : { state };
     },
