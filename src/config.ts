@@ -1,3 +1,5 @@
+import { readFileSync } from "node:fs";
+
 /**
  * Configuration: one typed object, read from the environment once, validated
  * with a clear message, passed down. Every setting is listed in the README.
@@ -17,6 +19,8 @@ export interface Config {
   readonly port: number;
   /** Unset: the in-process store and bus (one replica, nothing kept). */
   readonly redisUrl: string | undefined;
+  /** PEM CA that signed a rediss:// Redis's certificate (else Node's trusted CAs). */
+  readonly redisTlsCaFile: string | undefined;
   readonly logLevel: (typeof LOG_LEVELS)[number];
   /** pretty: human-readable lines (development, a terminal); json: one JSON object per line. */
   readonly logFormat: "json" | "pretty";
@@ -36,6 +40,19 @@ export interface Config {
 }
 
 export class ConfigError extends Error {}
+
+/** A PEM file named by a setting: it must exist, be readable and hold a PEM block, or start-up stops here. */
+function pemFile(name: string, path: string | undefined): string | undefined {
+  if (path === undefined) return undefined;
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (error) {
+    throw new ConfigError(`${name} cannot be read: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message} (${path})`);
+  }
+  if (!text.includes("-----BEGIN ")) throw new ConfigError(`${name} is not a PEM file (${path})`);
+  return path;
+}
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -76,7 +93,14 @@ function redisUrl(env: Env): string | undefined {
   if (url.protocol !== "redis:" && url.protocol !== "rediss:") {
     throw new ConfigError(`REDIS_URL must be a redis:// or rediss:// URL, got protocol "${url.protocol}"`);
   }
-  return raw;
+  // The client turns TLS on only for a lower-case "rediss://": "REDISS://" must not mean plain text.
+  return url.protocol + raw.slice(raw.indexOf(":") + 1);
+}
+
+function redisTlsCaFile(env: Env, url: string | undefined): string | undefined {
+  const file = present(env, "REDIS_TLS_CA_FILE");
+  if (file && !url?.startsWith("rediss://")) throw new ConfigError("REDIS_TLS_CA_FILE needs a rediss:// REDIS_URL");
+  return pemFile("REDIS_TLS_CA_FILE", file);
 }
 
 function tls(env: Env): TlsConfig | undefined {
@@ -88,14 +112,20 @@ function tls(env: Env): TlsConfig | undefined {
     return undefined;
   }
   if (!certFile || !keyFile) throw new ConfigError("TLS_CERT_FILE and TLS_KEY_FILE must be set together");
-  return { certFile, keyFile, clientCaFile };
+  return {
+    certFile: pemFile("TLS_CERT_FILE", certFile)!,
+    keyFile: pemFile("TLS_KEY_FILE", keyFile)!,
+    clientCaFile: pemFile("TLS_CLIENT_CA_FILE", clientCaFile),
+  };
 }
 
 export function loadConfig(env: Env = process.env, stdoutIsTty = false): Config {
+  const url = redisUrl(env);
   return {
     host: present(env, "HOST") ?? "0.0.0.0",
     port: port(env, "PORT", 50051),
-    redisUrl: redisUrl(env),
+    redisUrl: url,
+    redisTlsCaFile: redisTlsCaFile(env, url),
     logLevel: oneOf(env, "LOG_LEVEL", LOG_LEVELS, "info"),
     logFormat: oneOf(env, "LOG_FORMAT", ["json", "pretty"] as const, stdoutIsTty && env.NODE_ENV !== "production" ? "pretty" : "json"),
     metricsPort: present(env, "METRICS_PORT") === undefined ? undefined : port(env, "METRICS_PORT", 0),

@@ -68,8 +68,9 @@ async function createBackend({ config, logger, keyPrefix }: ServerOptions, metri
       onAvailability: () => {},
     };
   }
-  const commands = createRedisConnection(config.redisUrl, "delivery-service");
-  const subscriber = createRedisConnection(config.redisUrl, "delivery-service:subscriber", { subscriber: true });
+  const tlsCa = config.redisTlsCaFile ? readFileSync(config.redisTlsCaFile) : undefined;
+  const commands = createRedisConnection(config.redisUrl, "delivery-service", { tlsCa });
+  const subscriber = createRedisConnection(config.redisUrl, "delivery-service:subscriber", { subscriber: true, tlsCa });
   const connections = [commands, subscriber];
   let availability: (available: boolean) => void = () => {};
   const report = () => availability(connections.every((c) => c.status === "ready"));

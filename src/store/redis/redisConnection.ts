@@ -5,7 +5,11 @@ import { Redis } from "ioredis";
  * queue (commands error at once instead of piling up), a bounded connect and
  * command time, and reconnection forever in the background.
  */
-export function createRedisConnection(url: string, connectionName: string, options: { subscriber?: boolean } = {}): Redis {
+export function createRedisConnection(
+  url: string,
+  connectionName: string,
+  options: { subscriber?: boolean; tlsCa?: Buffer } = {},
+): Redis {
   return new Redis(url, {
     connectionName,
     // The update source re-subscribes itself, after which watchers catch up.
@@ -19,6 +23,8 @@ export function createRedisConnection(url: string, connectionName: string, optio
     commandTimeout: 2_000,
     retryStrategy: (times) => Math.min(50 * 2 ** times, 1_000),
     lazyConnect: true,
+    // rediss:// turns TLS on; a private CA is added here when configured.
+    ...(options.tlsCa ? { tls: { ca: options.tlsCa } } : {}),
   });
 }
 
