@@ -11,6 +11,8 @@ export interface RedisUpdateSourceDeps {
   readonly subscriber: Redis;
   readonly keys: RedisKeys;
   readonly logger: Logger;
+  /** How soon a failed re-subscription on a live connection is tried again. */
+  readonly resubscribeRetryMs?: number;
 }
 
 /**
@@ -18,7 +20,7 @@ export interface RedisUpdateSourceDeps {
  * re-subscribed here, not by ioredis: ioredis emits 'ready' before its own
  * re-subscription is acknowledged, and watchers must catch up only after it.
  */
-export function createRedisUpdateSource({ subscriber, keys, logger }: RedisUpdateSourceDeps): UpdateSource {
+export function createRedisUpdateSource({ subscriber, keys, logger, resubscribeRetryMs = 1_000 }: RedisUpdateSourceDeps): UpdateSource {
   const wanted = new Set<string>();
   let onUpdate: (deliveryId: string, record: RecordedEvent) => void = () => {};
   let onResubscribed: () => void = () => {};
@@ -37,11 +39,14 @@ export function createRedisUpdateSource({ subscriber, keys, logger }: RedisUpdat
     onUpdate(id, record);
   });
 
-  subscriber.on("ready", () => {
-    if (!everReady) {
-      everReady = true;
-      if (wanted.size === 0) return;
-    }
+  // Re-subscribes every wanted channel; if that fails while the connection
+  // stays up (a timeout, a transient error reply), tries again rather than
+  // waiting for a reconnect that may never come.
+  let retryTimer: NodeJS.Timeout | undefined;
+  let closed = false;
+  const restore = () => {
+    clearTimeout(retryTimer);
+    retryTimer = undefined;
     const channels = [...wanted].map(keys.channel);
     const resubscribe = channels.length > 0 ? subscriber.subscribe(...channels) : Promise.resolve();
     resubscribe.then(
@@ -49,8 +54,23 @@ export function createRedisUpdateSource({ subscriber, keys, logger }: RedisUpdat
         logger.info({ channels: channels.length }, "subscriptions restored");
         onResubscribed();
       },
-      (error: unknown) => logger.warn({ err: error }, "re-subscription failed; will retry on the next reconnect"),
+      (error: unknown) => {
+        const connected = subscriber.status === "ready";
+        logger.warn({ err: error, retryMs: connected ? resubscribeRetryMs : undefined }, "re-subscription failed");
+        if (connected && !closed) {
+          retryTimer = setTimeout(restore, resubscribeRetryMs);
+          retryTimer.unref();
+        }
+      },
     );
+  };
+
+  subscriber.on("ready", () => {
+    if (!everReady) {
+      everReady = true;
+      if (wanted.size === 0) return;
+    }
+    restore();
   });
 
   return {
@@ -74,6 +94,8 @@ export function createRedisUpdateSource({ subscriber, keys, logger }: RedisUpdat
       onResubscribed = listener;
     },
     async close() {
+      closed = true;
+      clearTimeout(retryTimer);
       wanted.clear();
     },
   };

@@ -11,6 +11,7 @@ import { silentLogger } from "../../src/logger.js";
 import { encodeDeliveryJson, encodeEventJson } from "../../src/mapping/protoMapping.js";
 import { createRedisKeys } from "../../src/store/redis/keys.js";
 import { createRedisUpdateSource } from "../../src/watch/redisUpdateSource.js";
+import { waitUntil } from "../support/async.js";
 import { type Deferred, deferred } from "./watchHubFakes.js";
 
 class FakeSubscriber extends EventEmitter {
@@ -56,7 +57,12 @@ function update(deliveryId: string, version: number): string {
 
 function setup() {
   const subscriber = new FakeSubscriber();
-  const source = createRedisUpdateSource({ subscriber: subscriber as unknown as Redis, keys, logger: silentLogger });
+  const source = createRedisUpdateSource({
+    subscriber: subscriber as unknown as Redis,
+    keys,
+    logger: silentLogger,
+    resubscribeRetryMs: 10,
+  });
   const received: RecordedEvent[] = [];
   source.onUpdate((_, record) => received.push(record));
   let resubscribed = 0;
@@ -97,6 +103,22 @@ describe("Redis update source", () => {
     await again.reply.promise;
     await new Promise((resolve) => setImmediate(resolve));
     expect(resubscribed()).toBe(1);
+  });
+
+  it("tries a failed re-subscription again while the connection stays up, and reports only the one that succeeds", async () => {
+    const { subscriber, source, resubscribed } = setup();
+    const subscribed = source.subscribe("d1");
+    subscriber.subscribeCalls[0]!.reply.resolve(1);
+    await subscribed;
+
+    subscriber.emit("ready");
+    subscriber.subscribeCalls[1]!.reply.reject(new Error("Command timed out"));
+    await waitUntil(() => subscriber.subscribeCalls.length === 3, "a second re-subscription", 2_000);
+    expect(resubscribed()).toBe(0);
+    expect(subscriber.subscribeCalls[2]!.channels).toEqual([keys.channel("d1")]);
+    subscriber.subscribeCalls[2]!.reply.resolve(1);
+    await waitUntil(() => resubscribed() === 1, "the report", 2_000);
+    await source.close();
   });
 
   it("ignores messages of channels nobody wants any more and undecodable ones", async () => {
