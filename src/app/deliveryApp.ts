@@ -67,7 +67,8 @@ export function createDeliveryApp({ store, now = Date.now, contentionBudgetMs = 
       // The deadline runs on a monotonic clock, independent of the (injectable) event clock.
       const deadline = performance.now() + contentionBudgetMs;
       for (let attempt = 0; ; attempt++) {
-        const { state, prior } = await store.load(deliveryId, requestKey);
+        // A private key was made just now: only the append script can have seen it.
+        const { state, prior } = await store.load(deliveryId, requestId ? requestKey : undefined);
         if (prior) return replay(deliveryId, requestKey, prior, fingerprint);
         // An unknown delivery is NOT_FOUND whatever version the caller expected.
         if (state.status === "NONE" && command.type !== "CreateDelivery") throw new DeliveryNotFound(deliveryId);

@@ -1,4 +1,4 @@
-import type { ChainableCommander, Redis } from "ioredis";
+import type { Redis } from "ioredis";
 import { type Delivery, type DeliveryState, initialState, InvalidInput, type RecordedEvent } from "../../domain/index.js";
 import { decodeDeliveryJson, decodeEventJson, encodeDeliveryJson, encodeEventJson } from "../../mapping/protoMapping.js";
 import type { AppendInput, AppendResult, DeliveryPage, EventStore, LoadedDelivery, PriorRequest } from "../eventStore.js";
@@ -47,24 +47,16 @@ export function createRedisEventStore({ redis, keyPrefix = "" }: RedisEventStore
   const keys = createRedisKeys(keyPrefix);
   const runScript = registerScripts(redis);
 
-  /** String replies of several commands sent in one round trip. */
-  function pipelined(build: (pipeline: ChainableCommander) => void): Promise<(string | null)[]> {
-    return callRedis(async () => {
-      const pipeline = redis.pipeline();
-      build(pipeline);
-      return ((await pipeline.exec()) ?? []).map(([error, value]) => {
-        if (error) throw error;
-        return value as string | null;
-      });
-    });
+  /** Several HGETs sent together (auto-pipelined on the service's connection): one round trip. */
+  function hgetMany(fields: readonly (readonly [key: string, field: string])[]): Promise<(string | null)[]> {
+    return callRedis(() => Promise.all(fields.map(([key, field]) => redis.hget(key, field))));
   }
 
   return {
     async load(deliveryId, requestKey): Promise<LoadedDelivery> {
       const k = keys.delivery(deliveryId);
-      // Sent together (auto-pipelining), so one round trip without building a Pipeline.
-      const [stateJson, prior] = await callRedis(() =>
-        Promise.all([redis.hget(k.state, "delivery"), requestKey === undefined ? null : redis.hget(k.requests, requestKey)]),
+      const [stateJson, prior] = await hgetMany(
+        requestKey === undefined ? [[k.state, "delivery"]] : [[k.state, "delivery"], [k.requests, requestKey]],
       );
       const state: DeliveryState = stateJson ? decodeDeliveryJson(stateJson) : initialState;
       return prior ? { state, prior: parsePrior(prior) } : { state };
@@ -120,9 +112,7 @@ export function createRedisEventStore({ redis, keyPrefix = "" }: RedisEventStore
       const entries = (await callRedis(() => redis.xrange(keys.index, start, "+", "COUNT", limit + 1))) as StreamEntry[];
       const page = entries.slice(0, limit);
       const ids = page.map(([, fields]) => fields[1] ?? "");
-      const states = await pipelined((p) => {
-        for (const id of ids) p.hget(keys.delivery(id).state, "delivery");
-      });
+      const states = await hgetMany(ids.map((id) => [keys.delivery(id).state, "delivery"] as const));
       const deliveries: Delivery[] = [];
       for (const json of states) if (json) deliveries.push(decodeDeliveryJson(json));
       const last = page.at(-1);
@@ -131,9 +121,7 @@ export function createRedisEventStore({ redis, keyPrefix = "" }: RedisEventStore
 
     async currentVersions(deliveryIds) {
       if (deliveryIds.length === 0) return [];
-      const versions = await pipelined((p) => {
-        for (const id of deliveryIds) p.hget(keys.delivery(id).state, "version");
-      });
+      const versions = await hgetMany(deliveryIds.map((id) => [keys.delivery(id).state, "version"] as const));
       return versions.map((v) => (v ? Number(v) : 0));
     },
 
