@@ -1,9 +1,5 @@
 import { type handleServerStreamingCall, status } from "@grpc/grpc-js";
 
-export interface WatchLimit {
-  readonly open: number;
-}
-
 /**
  * Caps open WatchDelivery streams per process. Counted here, from the call's
  * start to its end (OK, error or cancellation), so concurrent starts cannot
@@ -12,9 +8,9 @@ export interface WatchLimit {
 export function limitWatchers<Req, Res>(
   handler: handleServerStreamingCall<Req, Res>,
   maxWatchers: number,
-): handleServerStreamingCall<Req, Res> & WatchLimit {
+): handleServerStreamingCall<Req, Res> {
   let open = 0;
-  const limited = (call: Parameters<handleServerStreamingCall<Req, Res>>[0]) => {
+  return (call) => {
     if (open >= maxWatchers) {
       call.emit("error", {
         code: status.RESOURCE_EXHAUSTED,
@@ -34,6 +30,4 @@ export function limitWatchers<Req, Res>(
     call.on("close", release);
     handler(call);
   };
-  Object.defineProperty(limited, "open", { get: () => open });
-  return limited as handleServerStreamingCall<Req, Res> & WatchLimit;
 }

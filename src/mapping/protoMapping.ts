@@ -14,11 +14,14 @@ const STATUS_TO_PROTO: { readonly [S in DeliveryStatus]: pb.DeliveryStatus } = {
   CANCELLED: pb.DeliveryStatus.DELIVERY_STATUS_CANCELLED,
 };
 
+const STATUS_FROM_PROTO = new Map(
+  Object.entries(STATUS_TO_PROTO).map(([name, value]) => [value, name as DeliveryStatus]),
+);
+
 function statusFromProto(status: pb.DeliveryStatus): DeliveryStatus {
-  for (const [name, value] of Object.entries(STATUS_TO_PROTO)) {
-    if (value === status) return name as DeliveryStatus;
-  }
-  throw new Error(`stored delivery has unknown status ${status}`);
+  const name = STATUS_FROM_PROTO.get(status);
+  if (name === undefined) throw new Error(`stored delivery has unknown status ${status}`);
+  return name;
 }
 
 function big(n: number): bigint {
