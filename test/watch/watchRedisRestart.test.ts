@@ -51,19 +51,24 @@ describe("WatchDelivery across a Redis restart", () => {
     const increase = (client: DeliveryServiceClient, requestId: string) =>
       call(client, "increaseBudget", { deliveryId: id, amount: 1n, requestId }, { deadlineMs: 3_000 });
 
+    // Commands keep coming until the outage has been seen and Redis is back,
+    // however fast the first ones go through.
+    let restarted = false;
     const commands = (async () => {
-      for (let i = 0; i < COMMANDS; i++) await send(increase);
+      while (acceptedVersions.length < COMMANDS || !restarted) await send(increase);
     })();
     await waitUntil(() => acceptedVersions.length >= 10, "some commands before the outage");
     await redisServer.stop();
     await waitUntil(() => unavailable >= 1, "a command refused during the outage");
     await redisServer.restart();
+    restarted = true;
     await within(commands, "the commands to go through", 25_000);
     await send((client, requestId) => call(client, "cancelDelivery", { deliveryId: id, reason: "restart test", requestId }));
 
     expect(unavailable).toBeGreaterThanOrEqual(1);
-    const last = COMMANDS + 2;
-    expect(acceptedVersions).toEqual(Array.from({ length: COMMANDS + 1 }, (_, i) => i + 2));
+    const last = acceptedVersions.length + 1;
+    expect(acceptedVersions.length).toBeGreaterThanOrEqual(COMMANDS + 1);
+    expect(acceptedVersions).toEqual(Array.from({ length: last - 1 }, (_, i) => i + 2));
     const ends = await within(Promise.all([...snapshot, ...replay].map((w) => w.ended)), "every watch to end", 15_000);
     expect(ends.filter((e) => e.code !== status.OK)).toEqual([]);
     for (const w of snapshot) expectSnapshotThenEveryVersion(w, last);
