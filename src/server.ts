@@ -11,11 +11,13 @@ import { createDeliveryApp } from "./app/deliveryApp.js";
 import type { Config } from "./config.js";
 import { DeliveryServiceService } from "./gen/delivery/v1/delivery.js";
 import { createDeliveryService } from "./grpc/deliveryService.js";
-import { addHealth, type Health } from "./grpc/health.js";
+import { guardService } from "./grpc/guard.js";
+import { createHealth, type Health } from "./grpc/health.js";
 import { instrumentService } from "./grpc/instrument.js";
-import { addReflection, loadDescriptorSet, REFLECTION_SERVICE_NAMES } from "./grpc/reflection/reflectionService.js";
+import { loadDescriptorSet, REFLECTION_SERVICE_NAMES, reflectionServices } from "./grpc/reflection/reflectionService.js";
+import { createStreamRegistry, type StreamRegistry } from "./grpc/streamRegistry.js";
 import { createWatchHandler, serializeWatchResponse, watchEncoder } from "./grpc/watchDelivery.js";
-import { limitWatchers } from "./grpc/watchLimit.js";
+import { createWatcherLimit } from "./grpc/watchLimit.js";
 import type { Logger } from "./logger.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import type { EventStore } from "./store/eventStore.js";
@@ -45,6 +47,8 @@ export interface RunningServer {
   readonly hub: WatchHub;
   readonly health: Health;
   readonly metrics: Metrics;
+  /** Every open server stream; shutdown ends them with UNAVAILABLE (SHUTTING_DOWN). */
+  readonly streams: StreamRegistry;
   /** Graceful: refuse new calls, end watches with UNAVAILABLE, let unary calls finish within the grace period. Idempotent. */
   stop(): Promise<void>;
 }
@@ -161,11 +165,24 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     ...DeliveryServiceService,
     watchDelivery: { ...DeliveryServiceService.watchDelivery, responseSerialize: serializeWatchResponse },
   };
-  const watchDelivery = limitWatchers(createWatchHandler({ hub, logger }), config.maxWatchers);
+  const streams = createStreamRegistry(logger);
+  const limitWatchers = createWatcherLimit(config.maxWatchers, logger);
+  const watchDelivery = limitWatchers(createWatchHandler({ hub, logger, registry: streams }));
   const implementation = createDeliveryService({ app, logger, watchDelivery });
-  server.addService(definition, instrumentService(definition, implementation, { logger, metrics }));
-  const health = addHealth(server, ["", SERVICE_NAME]);
-  addReflection(server, loadDescriptorSet(), [SERVICE_NAME, "grpc.health.v1.Health", ...REFLECTION_SERVICE_NAMES]);
+  const health = createHealth(["", SERVICE_NAME]);
+  const mounts = [
+    { definition, implementation, instrument: true },
+    { definition: health.definition, implementation: health.implementation, instrument: false },
+    ...reflectionServices(loadDescriptorSet(), [SERVICE_NAME, "grpc.health.v1.Health", ...REFLECTION_SERVICE_NAMES]).map(
+      (mount) => ({ ...mount, instrument: false }),
+    ),
+  ];
+  for (const mount of mounts) {
+    // The guard answers undecodable requests and tracks streams; instrumentation (outermost) logs and counts.
+    const guarded = guardService(mount.definition, mount.implementation, { registry: streams, logger });
+    const handlers = mount.instrument ? instrumentService(guarded.definition, guarded.implementation, { logger, metrics }) : guarded.implementation;
+    server.addService(guarded.definition, handlers);
+  }
 
   let stopping: Promise<void> | undefined;
   const setHealth = (serving: boolean) => health.setServing(serving && !stopping);
@@ -192,15 +209,17 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     hub,
     health,
     metrics,
+    streams,
     stop() {
       stopping ??= (async () => {
         setHealth(false);
         // New calls are refused from here on; unary calls in flight finish.
         const drained = new Promise<boolean>((resolve) => server.tryShutdown(() => resolve(true)));
         // tryShutdown never completes while streams are open: end the watches
-        // (UNAVAILABLE, so clients resume elsewhere) and health watches (they saw NOT_SERVING) first.
+        // (UNAVAILABLE, so clients resume elsewhere), then every other stream
+        // (health watches saw NOT_SERVING first).
         await hub.close();
-        health.endWatches();
+        streams.endAll();
         let timer: NodeJS.Timeout | undefined;
         const graceOver = new Promise<boolean>((resolve) => {
           timer = setTimeout(() => resolve(false), config.shutdownGraceMs);

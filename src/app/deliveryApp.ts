@@ -73,9 +73,7 @@ export function createDeliveryApp({ store, now = Date.now, contentionBudgetMs = 
         // An unknown delivery is NOT_FOUND whatever version the caller expected.
         if (state.status === "NONE" && command.type !== "CreateDelivery") throw new DeliveryNotFound(deliveryId);
         if (expectedVersion !== undefined && expectedVersion !== state.version) {
-          throw new VersionConflict(
-            `delivery ${deliveryId} is at version ${state.version}, not the expected version ${expectedVersion}`,
-          );
+          throw new VersionConflict(deliveryId, state.version, expectedVersion);
         }
         const decided = decide(deliveryId, command, state);
         if (decided instanceof DomainError) throw decided;
@@ -89,11 +87,7 @@ export function createDeliveryApp({ store, now = Date.now, contentionBudgetMs = 
         }
         if (result.outcome === "duplicate") return replay(deliveryId, requestKey, result.prior, fingerprint);
         if (expectedVersion !== undefined || performance.now() >= deadline) {
-          throw new VersionConflict(
-            expectedVersion !== undefined
-              ? `delivery ${deliveryId} moved to version ${result.currentVersion}, not the expected version ${expectedVersion}`
-              : `delivery ${deliveryId} is changing too fast; retry`,
-          );
+          throw new VersionConflict(deliveryId, result.currentVersion, expectedVersion);
         }
         // Jittered backoff spreads contenders so one of them wins each round.
         await delay(Math.random() * Math.min(2 ** attempt, 20));

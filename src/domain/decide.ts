@@ -27,14 +27,14 @@ const VERBS: { readonly [K in DeliveryCommand["type"]]: string } = {
 };
 
 /** a × b, or an error when the exact product would pass 2^53-1 (floating point rounds up past it, never below). */
-function safeProduct(a: number, b: number, what: string): number | AmountOutOfRange {
+function safeProduct(a: number, b: number, command: AmountOutOfRange["command"], what: string): number | AmountOutOfRange {
   const product = a * b;
-  return Number.isSafeInteger(product) ? product : new AmountOutOfRange(what);
+  return Number.isSafeInteger(product) ? product : new AmountOutOfRange(command, what);
 }
 
-function safeSum(a: number, b: number, what: string): number | AmountOutOfRange {
+function safeSum(a: number, b: number, command: AmountOutOfRange["command"], what: string): number | AmountOutOfRange {
   const sum = a + b;
-  return Number.isSafeInteger(sum) ? sum : new AmountOutOfRange(what);
+  return Number.isSafeInteger(sum) ? sum : new AmountOutOfRange(command, what);
 }
 
 /**
@@ -48,27 +48,28 @@ export function decide(deliveryId: string, command: DeliveryCommand, state: Deli
   }
   if (state.status === "NONE") return new DeliveryNotFound(deliveryId);
   const allowed = ALLOWED_FROM[command.type];
-  if (!allowed.includes(state.status)) return new InvalidTransition(VERBS[command.type], state.status, allowed);
+  const at = { deliveryId, status: state.status, version: state.version };
+  if (!allowed.includes(state.status)) return new InvalidTransition(command.type, VERBS[command.type], at, allowed);
 
   switch (command.type) {
     case "StartDelivery":
       return { type: "started" };
     case "PickupProducts": {
-      const cost = safeProduct(command.purchasePriceMinor, command.quantity, "purchase_price × quantity");
+      const cost = safeProduct(command.purchasePriceMinor, command.quantity, command.type, "purchase_price × quantity");
       if (cost instanceof AmountOutOfRange) return cost;
-      if (cost > state.budgetMinor) return new InsufficientBudget(state.status, state.budgetMinor, cost);
+      if (cost > state.budgetMinor) return new InsufficientBudget(at, state.budgetMinor, cost);
       return { type: "productsPickedUp", purchasePriceMinor: command.purchasePriceMinor, quantity: command.quantity };
     }
     case "DeliverProducts": {
-      if (command.quantity > state.quantity) return new InsufficientQuantity(state.status, state.quantity, command.quantity);
-      const revenue = safeProduct(command.sellPriceMinor, command.quantity, "sell_price × quantity");
+      if (command.quantity > state.quantity) return new InsufficientQuantity(at, state.quantity, command.quantity);
+      const revenue = safeProduct(command.sellPriceMinor, command.quantity, command.type, "sell_price × quantity");
       if (revenue instanceof AmountOutOfRange) return revenue;
-      const budget = safeSum(state.budgetMinor, revenue, "the budget after the sale");
+      const budget = safeSum(state.budgetMinor, revenue, command.type, "the budget after the sale");
       if (budget instanceof AmountOutOfRange) return budget;
       return { type: "productsDelivered", sellPriceMinor: command.sellPriceMinor, quantity: command.quantity };
     }
     case "IncreaseBudget": {
-      const budget = safeSum(state.budgetMinor, command.amountMinor, "the increased budget");
+      const budget = safeSum(state.budgetMinor, command.amountMinor, command.type, "the increased budget");
       if (budget instanceof AmountOutOfRange) return budget;
       return { type: "budgetIncreased", amountMinor: command.amountMinor };
     }

@@ -14,6 +14,7 @@ import {
   parseCommand,
   parseCommandEnvelope,
   parseDeliveryId,
+  parseFields,
   parsePageSize,
   parsePageToken,
   parseRequestId,
@@ -51,31 +52,43 @@ export function createDeliveryService({ app, logger, watchDelivery }: DeliverySe
 
   return {
     createDelivery: command((r) => {
-      const requestId = parseRequestId(r.requestId);
-      const create = parseCommand.create(r);
-      const deliveryId = r.deliveryId === "" ? app.newDeliveryId(requestId) : parseDeliveryId(r.deliveryId);
-      return { deliveryId, command: create, requestId };
+      const { requestId, create, clientId } = parseFields({
+        requestId: () => parseRequestId(r.requestId),
+        create: () => parseCommand.create(r),
+        clientId: () => (r.deliveryId === "" ? undefined : parseDeliveryId(r.deliveryId)),
+      });
+      return { deliveryId: clientId ?? app.newDeliveryId(requestId), command: create, requestId };
     }),
-    startDelivery: command((r) => parseCommandEnvelope(r, parseCommand.start())),
-    pickupProducts: command((r) => parseCommandEnvelope(r, parseCommand.pickup(r))),
-    deliverProducts: command((r) => parseCommandEnvelope(r, parseCommand.deliver(r))),
-    increaseBudget: command((r) => parseCommandEnvelope(r, parseCommand.increaseBudget(r))),
-    cancelDelivery: command((r) => parseCommandEnvelope(r, parseCommand.cancel(r))),
+    startDelivery: command((r) => parseCommandEnvelope(r, () => parseCommand.start())),
+    pickupProducts: command((r) => parseCommandEnvelope(r, () => parseCommand.pickup(r))),
+    deliverProducts: command((r) => parseCommandEnvelope(r, () => parseCommand.deliver(r))),
+    increaseBudget: command((r) => parseCommandEnvelope(r, () => parseCommand.increaseBudget(r))),
+    cancelDelivery: command((r) => parseCommandEnvelope(r, () => parseCommand.cancel(r))),
 
     getDelivery: unary(async (r) => {
-      const delivery = await app.get(parseDeliveryId(r.deliveryId), parseAtVersion(r.atVersion));
-      return { delivery: toProtoDelivery(delivery) };
+      const { deliveryId, atVersion } = parseFields({
+        deliveryId: () => parseDeliveryId(r.deliveryId),
+        atVersion: () => parseAtVersion(r.atVersion),
+      });
+      return { delivery: toProtoDelivery(await app.get(deliveryId, atVersion)) };
     }),
 
     listDeliveries: unary(async (r) => {
-      const page = await app.list(parsePageToken(r.pageToken), parsePageSize(r.pageSize, LIMITS.listDeliveries));
+      const { cursor, pageSize } = parseFields({
+        cursor: () => parsePageToken(r.pageToken),
+        pageSize: () => parsePageSize(r.pageSize, LIMITS.listDeliveries),
+      });
+      const page = await app.list(cursor, pageSize);
       return { deliveries: page.deliveries.map(toProtoDelivery), nextPageToken: formatPageToken(page.nextCursor) };
     }),
 
     listDeliveryEvents: unary(async (r) => {
-      const deliveryId = parseDeliveryId(r.deliveryId);
-      const afterVersion = parseAfterVersion(r.afterVersion);
-      const records = await app.events(deliveryId, afterVersion, parsePageSize(r.pageSize, LIMITS.listEvents));
+      const { deliveryId, afterVersion, pageSize } = parseFields({
+        deliveryId: () => parseDeliveryId(r.deliveryId),
+        afterVersion: () => parseAfterVersion(r.afterVersion),
+        pageSize: () => parsePageSize(r.pageSize, LIMITS.listEvents),
+      });
+      const records = await app.events(deliveryId, afterVersion, pageSize);
       return { events: records.map(({ event }) => toProtoEvent(event)) };
     }),
 

@@ -1,11 +1,13 @@
-import { type handleServerStreamingCall, status } from "@grpc/grpc-js";
+import type { handleServerStreamingCall } from "@grpc/grpc-js";
 import type { WatchDeliveryRequest, WatchDeliveryResponse } from "../gen/delivery/v1/delivery.js";
 import { WatchDeliveryResponse as WatchDeliveryResponseCodec } from "../gen/delivery/v1/delivery.js";
 import type { Logger } from "../logger.js";
 import { toProtoDelivery, toProtoEvent } from "../mapping/protoMapping.js";
 import type { WatchEncoder, WatchHub } from "../watch/watchHub.js";
+import { ShuttingDown } from "./conditions.js";
 import { toServiceError } from "./errorStatus.js";
-import { parseAfterVersion, parseDeliveryId } from "./parse.js";
+import { parseAfterVersion, parseDeliveryId, parseFields } from "./parse.js";
+import type { StreamRegistry } from "./streamRegistry.js";
 
 /** Pre-encoded WatchDeliveryResponse bytes: the hub encodes an update once for all local watchers. */
 export const watchEncoder: WatchEncoder = {
@@ -23,15 +25,20 @@ export function serializeWatchResponse(value: WatchDeliveryResponse | Uint8Array
 export interface WatchHandlerDeps {
   readonly hub: WatchHub;
   readonly logger: Logger;
+  readonly registry: StreamRegistry;
 }
 
-export function createWatchHandler({ hub, logger }: WatchHandlerDeps): handleServerStreamingCall<WatchDeliveryRequest, WatchDeliveryResponse> {
+const RESUME_HINT = "the server is shutting down; watch again (on any replica) with after_version set to the last version received";
+
+export function createWatchHandler({ hub, logger, registry }: WatchHandlerDeps): handleServerStreamingCall<WatchDeliveryRequest, WatchDeliveryResponse> {
   return (call) => {
     let deliveryId: string;
     let afterVersion: number | undefined;
     try {
-      deliveryId = parseDeliveryId(call.request.deliveryId);
-      afterVersion = call.request.afterVersion === undefined ? undefined : parseAfterVersion(call.request.afterVersion);
+      ({ deliveryId, afterVersion } = parseFields({
+        deliveryId: () => parseDeliveryId(call.request.deliveryId),
+        afterVersion: () => (call.request.afterVersion === undefined ? undefined : parseAfterVersion(call.request.afterVersion)),
+      }));
     } catch (error) {
       call.emit("error", toServiceError(error, logger));
       return;
@@ -43,11 +50,7 @@ export function createWatchHandler({ hub, logger }: WatchHandlerDeps): handleSer
         write,
         onDrain: (listener) => call.on("drain", listener),
         end: () => call.end(),
-        abort: () =>
-          call.emit("error", {
-            code: status.UNAVAILABLE,
-            details: "the server is shutting down; watch again with after_version set to the last version received",
-          }),
+        abort: () => registry.end(call, new ShuttingDown(RESUME_HINT)),
       })
       .then(
         (handle) => {

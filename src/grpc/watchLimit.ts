@@ -1,33 +1,34 @@
-import { type handleServerStreamingCall, status } from "@grpc/grpc-js";
+import type { handleServerStreamingCall } from "@grpc/grpc-js";
+import type { Logger } from "../logger.js";
+import { TooManyWatchers } from "./conditions.js";
+import { toServiceError } from "./errorStatus.js";
 
 /**
- * Caps open WatchDelivery streams per process. Counted here, from the call's
- * start to its end (OK, error or cancellation), so concurrent starts cannot
- * overshoot the way a count of registered watchers could.
+ * Caps open watch streams per process (every kind of watch shares one
+ * counter). Counted here, from the call's start to its end (OK, error or
+ * cancellation), so concurrent starts cannot overshoot the way a count of
+ * registered watchers could.
  */
-export function limitWatchers<Req, Res>(
-  handler: handleServerStreamingCall<Req, Res>,
-  maxWatchers: number,
-): handleServerStreamingCall<Req, Res> {
+export function createWatcherLimit(maxWatchers: number, logger: Logger) {
   let open = 0;
-  return (call) => {
-    if (open >= maxWatchers) {
-      call.emit("error", {
-        code: status.RESOURCE_EXHAUSTED,
-        details: `this replica already has ${maxWatchers} open watches; retry later or on another replica`,
-      });
-      return;
-    }
-    open++;
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
-      open--;
+  return function limitWatchers<Req, Res>(handler: handleServerStreamingCall<Req, Res>): handleServerStreamingCall<Req, Res> {
+    return (call) => {
+      if (open >= maxWatchers) {
+        call.emit("error", toServiceError(new TooManyWatchers(maxWatchers), logger));
+        return;
+      }
+      open++;
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        open--;
+      };
+      call.on("finish", release);
+      call.on("cancelled", release);
+      call.on("close", release);
+      call.on("error", release);
+      handler(call);
     };
-    call.on("finish", release);
-    call.on("cancelled", release);
-    call.on("close", release);
-    handler(call);
   };
 }

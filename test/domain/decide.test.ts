@@ -123,7 +123,7 @@ describe("decide: every command in every state", () => {
     expect((result as DomainError).kind).toBe(expected.kind);
     if (result instanceof InvalidTransition) {
       // The message says where the delivery is, so a caller knows why.
-      expect(result.status).toBe(stateName);
+      expect(result.at).toEqual({ deliveryId: ID, status: stateName, version: expect.any(Number) });
       expect(result.message).toContain(stateName);
     }
     if (result instanceof DeliveryNotFound || result instanceof DeliveryAlreadyExists) {
@@ -161,7 +161,7 @@ describe("decide: picking up products", () => {
   it("rejects a cost one above the budget with InsufficientBudget", () => {
     const error = expectError(decide(ID, cmd.pickup(1001, 1), active(1000)), InsufficientBudget);
     expect(error.kind).toBe("InsufficientBudget");
-    expect(error).toMatchObject({ status: "ACTIVE", budgetMinor: 1000, costMinor: 1001 });
+    expect(error).toMatchObject({ at: { deliveryId: ID, status: "ACTIVE" }, budgetMinor: 1000, costMinor: 1001 });
   });
 
   it("rejects a cost of price x quantity one above the budget", () => {
@@ -226,7 +226,7 @@ describe("decide: delivering products", () => {
   it("rejects delivering more than is left with InsufficientQuantity", () => {
     const error = expectError(decide(ID, cmd.deliver(150, 6), collected()), InsufficientQuantity);
     expect(error.kind).toBe("InsufficientQuantity");
-    expect(error).toMatchObject({ status: "COLLECTED", available: 5, requested: 6 });
+    expect(error).toMatchObject({ at: { deliveryId: ID, status: "COLLECTED" }, available: 5, requested: 6 });
   });
 
   it("rejects delivering more than is left after a partial delivery", () => {

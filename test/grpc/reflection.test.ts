@@ -18,6 +18,14 @@ import {
 
 const DELIVERY_SERVICE = "delivery.v1.DeliveryService";
 const HEALTH_SERVICE = "grpc.health.v1.Health";
+const ERROR_DETAIL_TYPES = [
+  "google.rpc.Status",
+  "google.rpc.ErrorInfo",
+  "google.rpc.BadRequest",
+  "google.rpc.PreconditionFailure",
+  "google.rpc.ResourceInfo",
+  "google.rpc.RetryInfo",
+];
 const DELIVERY_METHODS = [
   "CreateDelivery",
   "StartDelivery",
@@ -68,11 +76,11 @@ class ReflectionStream {
   }
 }
 
-// The client stub comes from the vendored protos, the same files the server loads.
+// The client stub comes from the vendored protos, the files the server's descriptor set is built from.
 const reflectionPackage = protoLoader.loadSync(
   ["grpc/reflection/v1/reflection.proto", "grpc/reflection/v1alpha/reflection.proto"],
   {
-    includeDirs: [fileURLToPath(new URL("../../src/grpc/reflection/proto/", import.meta.url))],
+    includeDirs: [fileURLToPath(new URL("../../third_party/proto/", import.meta.url))],
     keepCase: true,
     longs: String,
     defaults: true,
@@ -261,9 +269,39 @@ describe.each(["v1", "v1alpha"] as const)("reflection %s", (version) => {
     expect(reply.error_response?.error_code).toBe(grpc.status.NOT_FOUND);
   });
 
-  it("answers the reflection service's own symbols with NOT_FOUND, since its files are not in the set", async () => {
-    const reply = await reflection.ask({ file_containing_symbol: `grpc.reflection.${version}.ServerReflection` });
+  it.each([DELIVERY_SERVICE, HEALTH_SERVICE, ...REFLECTION_SERVICE_NAMES])(
+    "serves %s so that a strict client can describe it: every method and message resolves",
+    async (serviceName) => {
+      const listed = (await reflection.ask({ list_services: "" })).list_services_response?.service.map((s) => s.name);
+      expect(listed).toContain(serviceName);
 
-    expect(reply.error_response?.error_code).toBe(grpc.status.NOT_FOUND);
+      const reply = await reflection.ask({ file_containing_symbol: serviceName });
+
+      const registry = linkStrictly(servedFiles(reply));
+      const service = registry.getService(serviceName);
+      expect(service?.typeName).toBe(serviceName);
+      expect(service!.methods.length).toBeGreaterThan(0);
+      for (const method of service!.methods) {
+        expect(registry.getMessage(method.input.typeName)).toBe(method.input);
+        expect(registry.getMessage(method.output.typeName)).toBe(method.output);
+      }
+    },
+  );
+
+  it.each(ERROR_DETAIL_TYPES)("serves the error detail type %s, linkable, with an (empty) extension list", async (typeName) => {
+    const reply = await reflection.ask({ file_containing_symbol: typeName });
+    const extensions = await reflection.ask({ all_extension_numbers_of_type: typeName });
+
+    const registry = linkStrictly(servedFiles(reply));
+    expect(registry.getMessage(typeName)?.typeName).toBe(typeName);
+    expect(extensions.error_response).toBeUndefined();
+    expect((extensions as { all_extension_numbers_response?: { extension_number: number[] } }).all_extension_numbers_response?.extension_number).toEqual([]);
+  });
+
+  it("serves the health proto under its real file name", async () => {
+    const reply = await reflection.ask({ file_containing_symbol: HEALTH_SERVICE });
+
+    const names = servedFiles(reply).map((bytes) => fromBinary(FileDescriptorProtoSchema, bytes).name);
+    expect(names).toEqual(["grpc/health/v1/health.proto"]);
   });
 });

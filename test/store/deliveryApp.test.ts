@@ -224,7 +224,7 @@ describe.each(FACTORIES)("delivery app on the $name store", (factory) => {
       for (const error of rejected) {
         expect(error).toBeInstanceOf(InvalidTransition);
         expect((error as DomainError).kind).toBe("InvalidTransition");
-        expect((error as InvalidTransition).status).toBe("ACTIVE");
+        expect((error as InvalidTransition).at.status).toBe("ACTIVE");
       }
       expect((await logOf("d1")).map((r) => r.event.data.type)).toEqual(["created", "started"]);
     });

@@ -13,9 +13,9 @@
  *   ]);
  */
 import { readFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
+import { isMalformed } from "../guard.js";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
   FileDescriptorProtoSchema,
@@ -30,14 +30,6 @@ export const REFLECTION_SERVICE_NAMES = [
   "grpc.reflection.v1.ServerReflection",
   "grpc.reflection.v1alpha.ServerReflection",
 ] as const;
-
-/** Directory holding the vendored grpc/reflection/{v1,v1alpha}/reflection.proto. */
-export const REFLECTION_PROTO_ROOT = fileURLToPath(new URL("./proto/", import.meta.url));
-
-const REFLECTION_PROTO_FILES = [
-  "grpc/reflection/v1/reflection.proto",
-  "grpc/reflection/v1alpha/reflection.proto",
-];
 
 const NOT_FOUND = grpc.status.NOT_FOUND;
 
@@ -78,34 +70,37 @@ export interface ReflectionResponse {
 
 type Answer = Omit<ReflectionResponse, "valid_host" | "original_request">;
 
-/**
- * Registers grpc.reflection.v1.ServerReflection and
- * grpc.reflection.v1alpha.ServerReflection on `server`.
- *
- * `serviceNames` is exactly what list_services answers; it may name services
- * (health, reflection) whose files are not in `descriptorSet` — their symbols
- * then answer NOT_FOUND. Throws if the set cannot be parsed or a file imports
- * one the set lacks, since serving it would leave clients unable to link.
- */
-export function addReflection(
-  server: grpc.Server,
+/** The two reflection services, ready to mount (through the guard, in the server). */
+export function reflectionServices(
   descriptorSet: Uint8Array,
   serviceNames: readonly string[],
-): void {
+): { definition: grpc.ServiceDefinition; implementation: grpc.UntypedServiceImplementation }[] {
   const answer = createReflectionResponder(descriptorSet, serviceNames);
-  const packageDefinition = protoLoader.loadSync(REFLECTION_PROTO_FILES, {
-    includeDirs: [REFLECTION_PROTO_ROOT],
+  // The reflection protos are in the same descriptor set they serve.
+  const packageDefinition = protoLoader.loadFileDescriptorSetFromBuffer(Buffer.from(descriptorSet), {
     keepCase: true,
     longs: String,
     defaults: true,
     oneofs: true,
   });
-  for (const name of REFLECTION_SERVICE_NAMES) {
+  return REFLECTION_SERVICE_NAMES.map((name) => {
     const definition = packageDefinition[name] as grpc.ServiceDefinition | undefined;
-    if (!definition?.ServerReflectionInfo) {
-      throw new Error(`reflection: ${name} not found in the vendored reflection protos`);
-    }
-    server.addService(definition, { ServerReflectionInfo: reflectionInfoHandler(answer) });
+    if (!definition?.ServerReflectionInfo) throw new Error(`reflection: ${name} is not in the descriptor set`);
+    return { definition, implementation: { ServerReflectionInfo: reflectionInfoHandler(answer) } };
+  });
+}
+
+/**
+ * Registers grpc.reflection.v1.ServerReflection and
+ * grpc.reflection.v1alpha.ServerReflection on `server` directly (no guard).
+ *
+ * `serviceNames` is exactly what list_services answers. Throws if the set
+ * cannot be parsed or a file imports one the set lacks, since serving it
+ * would leave clients unable to link.
+ */
+export function addReflection(server: grpc.Server, descriptorSet: Uint8Array, serviceNames: readonly string[]): void {
+  for (const { definition, implementation } of reflectionServices(descriptorSet, serviceNames)) {
+    server.addService(definition, implementation);
   }
 }
 
@@ -183,7 +178,8 @@ function reflectionInfoHandler(
   return (call) => {
     call.on("data", (request: ReflectionRequest) => {
       // A client may cancel while a request is in flight; writing then is pointless.
-      if (!call.cancelled) call.write(answer(request));
+      // A request that did not decode has been answered by the guard.
+      if (!call.cancelled && !isMalformed(request)) call.write(answer(request));
     });
     call.on("end", () => call.end());
   };

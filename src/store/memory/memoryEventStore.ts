@@ -61,7 +61,7 @@ export function createMemoryEventStore({ onAppended }: MemoryEventStoreDeps = {}
     async list(cursor, limit) {
       let start = 0;
       if (cursor !== undefined) {
-        if (!/^\d{1,15}$/.test(cursor)) throw new InvalidInput("page_token is not one this service issued");
+        if (!/^\d{1,15}$/.test(cursor)) throw new InvalidInput("page_token is not one this service issued", "page_token", "PAGE_TOKEN_INVALID");
         start = Number(cursor);
       }
       const ids = creationOrder.slice(start, start + limit);

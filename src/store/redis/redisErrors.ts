@@ -14,6 +14,6 @@ export async function callRedis<T>(operation: () => Promise<T>): Promise<T> {
     return await operation();
   } catch (error) {
     if (error instanceof ReplyError && !TRANSIENT_REPLY.test((error as Error).message)) throw error;
-    throw new StoreUnavailable(`the event store is unavailable: ${(error as Error).message}`, { cause: error });
+    throw new StoreUnavailable(error);
   }
 }

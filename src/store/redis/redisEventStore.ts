@@ -106,7 +106,7 @@ export function createRedisEventStore({ redis, keyPrefix = "" }: RedisEventStore
     },
 
     async list(cursor, limit): Promise<DeliveryPage> {
-      if (cursor !== undefined && !isCursor(cursor)) throw new InvalidInput("page_token is not one this service issued");
+      if (cursor !== undefined && !isCursor(cursor)) throw new InvalidInput("page_token is not one this service issued", "page_token", "PAGE_TOKEN_INVALID");
       const start = cursor === undefined ? "-" : `(${cursor}`;
       // One more than asked tells whether a next page exists.
       const entries = (await callRedis(() => redis.xrange(keys.index, start, "+", "COUNT", limit + 1))) as StreamEntry[];

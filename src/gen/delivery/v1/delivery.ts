@@ -334,16 +334,16 @@ export const Delivery: MessageFns<Delivery> = {
       writer.uint32(48).int64(message.sellPrice);
     }
     if (message.quantity !== 0n) {
-      if (BigInt.asUintN(64, message.quantity) !== message.quantity) {
-        throw new globalThis.Error("value provided for field message.quantity of type uint64 too large");
+      if (BigInt.asIntN(64, message.quantity) !== message.quantity) {
+        throw new globalThis.Error("value provided for field message.quantity of type int64 too large");
       }
-      writer.uint32(56).uint64(message.quantity);
+      writer.uint32(56).int64(message.quantity);
     }
     if (message.deliveredQuantity !== 0n) {
-      if (BigInt.asUintN(64, message.deliveredQuantity) !== message.deliveredQuantity) {
-        throw new globalThis.Error("value provided for field message.deliveredQuantity of type uint64 too large");
+      if (BigInt.asIntN(64, message.deliveredQuantity) !== message.deliveredQuantity) {
+        throw new globalThis.Error("value provided for field message.deliveredQuantity of type int64 too large");
       }
-      writer.uint32(64).uint64(message.deliveredQuantity);
+      writer.uint32(64).int64(message.deliveredQuantity);
     }
     if (message.version !== 0n) {
       if (BigInt.asUintN(64, message.version) !== message.version) {
@@ -426,7 +426,7 @@ export const Delivery: MessageFns<Delivery> = {
               break;
             }
 
-            message.quantity = reader.uint64() as bigint;
+            message.quantity = reader.int64() as bigint;
             continue;
           }
           case 8: {
@@ -434,7 +434,7 @@ export const Delivery: MessageFns<Delivery> = {
               break;
             }
 
-            message.deliveredQuantity = reader.uint64() as bigint;
+            message.deliveredQuantity = reader.int64() as bigint;
             continue;
           }
           case 9: {
@@ -724,10 +724,10 @@ export const ProductsPickedUp: MessageFns<ProductsPickedUp> = {
       writer.uint32(8).int64(message.purchasePrice);
     }
     if (message.quantity !== 0n) {
-      if (BigInt.asUintN(64, message.quantity) !== message.quantity) {
-        throw new globalThis.Error("value provided for field message.quantity of type uint64 too large");
+      if (BigInt.asIntN(64, message.quantity) !== message.quantity) {
+        throw new globalThis.Error("value provided for field message.quantity of type int64 too large");
       }
-      writer.uint32(16).uint64(message.quantity);
+      writer.uint32(16).int64(message.quantity);
     }
     return writer;
   },
@@ -758,7 +758,7 @@ export const ProductsPickedUp: MessageFns<ProductsPickedUp> = {
               break;
             }
 
-            message.quantity = reader.uint64() as bigint;
+            message.quantity = reader.int64() as bigint;
             continue;
           }
         }
@@ -821,10 +821,10 @@ export const ProductsDelivered: MessageFns<ProductsDelivered> = {
       writer.uint32(8).int64(message.sellPrice);
     }
     if (message.quantity !== 0n) {
-      if (BigInt.asUintN(64, message.quantity) !== message.quantity) {
-        throw new globalThis.Error("value provided for field message.quantity of type uint64 too large");
+      if (BigInt.asIntN(64, message.quantity) !== message.quantity) {
+        throw new globalThis.Error("value provided for field message.quantity of type int64 too large");
       }
-      writer.uint32(16).uint64(message.quantity);
+      writer.uint32(16).int64(message.quantity);
     }
     return writer;
   },
@@ -855,7 +855,7 @@ export const ProductsDelivered: MessageFns<ProductsDelivered> = {
               break;
             }
 
-            message.quantity = reader.uint64() as bigint;
+            message.quantity = reader.int64() as bigint;
             continue;
           }
         }
@@ -1777,10 +1777,10 @@ export const PickupProductsRequest: MessageFns<PickupProductsRequest> = {
       writer.uint32(32).int64(message.purchasePrice);
     }
     if (message.quantity !== 0n) {
-      if (BigInt.asUintN(64, message.quantity) !== message.quantity) {
-        throw new globalThis.Error("value provided for field message.quantity of type uint64 too large");
+      if (BigInt.asIntN(64, message.quantity) !== message.quantity) {
+        throw new globalThis.Error("value provided for field message.quantity of type int64 too large");
       }
-      writer.uint32(40).uint64(message.quantity);
+      writer.uint32(40).int64(message.quantity);
     }
     return writer;
   },
@@ -1835,7 +1835,7 @@ export const PickupProductsRequest: MessageFns<PickupProductsRequest> = {
               break;
             }
 
-            message.quantity = reader.uint64() as bigint;
+            message.quantity = reader.int64() as bigint;
             continue;
           }
         }
@@ -2028,10 +2028,10 @@ export const DeliverProductsRequest: MessageFns<DeliverProductsRequest> = {
       writer.uint32(32).int64(message.sellPrice);
     }
     if (message.quantity !== 0n) {
-      if (BigInt.asUintN(64, message.quantity) !== message.quantity) {
-        throw new globalThis.Error("value provided for field message.quantity of type uint64 too large");
+      if (BigInt.asIntN(64, message.quantity) !== message.quantity) {
+        throw new globalThis.Error("value provided for field message.quantity of type int64 too large");
       }
-      writer.uint32(40).uint64(message.quantity);
+      writer.uint32(40).int64(message.quantity);
     }
     return writer;
   },
@@ -2086,7 +2086,7 @@ export const DeliverProductsRequest: MessageFns<DeliverProductsRequest> = {
               break;
             }
 
-            message.quantity = reader.uint64() as bigint;
+            message.quantity = reader.int64() as bigint;
             continue;
           }
         }
@@ -3431,9 +3431,13 @@ export const WatchDeliveryResponse: MessageFns<WatchDeliveryResponse> = {
  * machine. Every accepted command appends exactly one event; a rejected command
  * records nothing.
  *
- * Money is integer minor units (cents) in int64; versions are uint64 and count
- * events from 1 with no gaps. Values above 2^53-1 are rejected with
- * INVALID_ARGUMENT.
+ * Money is integer minor units (cents) in int64, quantities are int64 (AIP-141);
+ * versions are uint64 and count events from 1 with no gaps. Negative amounts
+ * and quantities, and values above 2^53-1, are rejected with INVALID_ARGUMENT.
+ *
+ * Every error carries google.rpc.Status details in grpc-status-details-bin:
+ * an ErrorInfo (domain "delivery.v1", a stable reason, metadata) always, and
+ * BadRequest, PreconditionFailure or RetryInfo where they apply.
  */
 export type DeliveryServiceService = typeof DeliveryServiceService;
 export const DeliveryServiceService = {

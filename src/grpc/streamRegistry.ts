@@ -1,0 +1,57 @@
+import type { ServerDuplexStream, ServerWritableStream } from "@grpc/grpc-js";
+import type { Logger } from "../logger.js";
+import { ShuttingDown } from "./conditions.js";
+import { toServiceError } from "./errorStatus.js";
+
+type OpenStream = ServerWritableStream<unknown, unknown> | ServerDuplexStream<unknown, unknown>;
+
+/**
+ * Every open server stream of the process (watches, health watches,
+ * reflection), so shutdown ends them all the same way: UNAVAILABLE with
+ * SHUTTING_DOWN, and clients resume on another replica. grpc-js's
+ * tryShutdown waits for open streams; ending them lets it complete.
+ */
+export interface StreamRegistry {
+  /** Registers a stream until it finishes, fails or is cancelled. */
+  track(call: OpenStream): void;
+  /** Ends one stream with UNAVAILABLE (SHUTTING_DOWN), at most once. */
+  end(call: OpenStream, reason?: ShuttingDown): void;
+  /** Ends every open stream; later tracked streams are ended at once. */
+  endAll(): void;
+  readonly size: number;
+}
+
+export function createStreamRegistry(logger: Logger): StreamRegistry {
+  const open = new Set<OpenStream>();
+  const ended = new WeakSet<OpenStream>();
+  let closing = false;
+
+  const end = (call: OpenStream, reason = new ShuttingDown()) => {
+    if (ended.has(call)) return;
+    ended.add(call);
+    open.delete(call);
+    if (!call.cancelled) call.emit("error", toServiceError(reason, logger));
+  };
+
+  return {
+    track(call) {
+      if (closing) return end(call);
+      open.add(call);
+      const forget = () => {
+        ended.add(call);
+        open.delete(call);
+      };
+      call.once("finish", forget);
+      call.once("cancelled", forget);
+      call.once("error", forget);
+    },
+    end,
+    endAll() {
+      closing = true;
+      for (const call of [...open]) end(call);
+    },
+    get size() {
+      return open.size;
+    },
+  };
+}
