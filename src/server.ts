@@ -169,7 +169,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const limitWatchers = createWatcherLimit(config.maxWatchers, logger);
   const watchDelivery = limitWatchers(createWatchHandler({ hub, logger, registry: streams }));
   const implementation = createDeliveryService({ app, logger, watchDelivery });
-  const health = createHealth(["", SERVICE_NAME]);
+  const health = createHealth(["", SERVICE_NAME], logger);
   const mounts = [
     { definition, implementation, instrument: true },
     { definition: health.definition, implementation: health.implementation, instrument: false },

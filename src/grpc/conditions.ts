@@ -35,4 +35,14 @@ export class MalformedRequest extends ServiceCondition {
   }
 }
 
-export type AnyServiceCondition = TooManyWatchers | ShuttingDown | MalformedRequest;
+/** Health/Check for a service name this server does not report on. */
+export class UnknownHealthService extends ServiceCondition {
+  readonly kind = "UnknownHealthService";
+  readonly service: string;
+  constructor(service: string) {
+    super(`no health status for service "${service}"; known: "" (the whole server) and delivery.v1.DeliveryService`);
+    this.service = service;
+  }
+}
+
+export type AnyServiceCondition = TooManyWatchers | ShuttingDown | MalformedRequest | UnknownHealthService;

@@ -173,6 +173,11 @@ const STATUS_OF: { readonly [K in KnownError["kind"]]: Row<K> } = {
     reason: "SHUTTING_DOWN",
     retryDelayMs: RETRY_DELAY_MS.shuttingDown,
   }),
+  UnknownHealthService: (e) => ({
+    code: status.NOT_FOUND,
+    reason: "SERVICE_NOT_FOUND",
+    metadata: { service: e.service },
+  }),
   MalformedRequest: (e) => ({
     code: status.INVALID_ARGUMENT,
     reason: "MALFORMED_REQUEST",

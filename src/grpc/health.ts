@@ -1,5 +1,8 @@
-import type { Server, ServiceDefinition, UntypedServiceImplementation } from "@grpc/grpc-js";
+import { type handleUnaryCall, type Server, type ServiceDefinition, status, type UntypedServiceImplementation } from "@grpc/grpc-js";
 import { HealthImplementation, type ServingStatus } from "grpc-health-check";
+import type { Logger } from "../logger.js";
+import { UnknownHealthService } from "./conditions.js";
+import { toServiceError } from "./errorStatus.js";
 
 export interface Health {
   setServing(serving: boolean): void;
@@ -14,7 +17,7 @@ export interface Health {
  * every open call: the server mounts it through the guard, so the stream
  * registry ends them at shutdown.
  */
-export function createHealth(serviceNames: readonly string[]): Health {
+export function createHealth(serviceNames: readonly string[], logger: Logger): Health {
   const statuses = (status: ServingStatus) => Object.fromEntries(serviceNames.map((name) => [name, status]));
   const health = new HealthImplementation(statuses("SERVING"));
   let captured: { definition: ServiceDefinition; implementation: UntypedServiceImplementation } | undefined;
@@ -24,9 +27,20 @@ export function createHealth(serviceNames: readonly string[]): Health {
     },
   } as unknown as Server);
   if (!captured) throw new Error("grpc-health-check registered no service");
+  // Its NOT_FOUND for an unknown name gets the same details as every other error.
+  const check = captured.implementation.check as handleUnaryCall<{ service: string }, unknown>;
+  const implementation: UntypedServiceImplementation = {
+    ...captured.implementation,
+    check: ((call, callback) =>
+      check(call, (error, value) => {
+        if (error?.code === status.NOT_FOUND) callback(toServiceError(new UnknownHealthService(call.request.service), logger));
+        else callback(error, value);
+      })) as handleUnaryCall<{ service: string }, unknown>,
+  };
 
   return {
-    ...captured,
+    definition: captured.definition,
+    implementation,
     setServing(serving) {
       for (const name of serviceNames) health.setStatus(name, serving ? "SERVING" : "NOT_SERVING");
     },

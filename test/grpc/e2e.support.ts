@@ -9,6 +9,7 @@ import type { Redis } from "ioredis";
 import { expect } from "vitest";
 import { type DeliveryServiceClient, DeliveryStatus } from "../../src/gen/delivery/v1/delivery.js";
 import { rejectionOf } from "../support/async.js";
+import { type DecodedStatus, statusDetailsOf } from "../support/statusDetails.js";
 import { call } from "../support/testServer.js";
 
 /** 2^53-1, the largest amount, quantity or version the service accepts. */
@@ -34,15 +35,22 @@ export const BAD_IDS: readonly [label: string, id: string][] = [
 
 /**
  * Asserts the call fails with `code` and a clear message (non-empty, no stack
- * trace, no file paths). Resolves the error for further checks.
+ * trace, no file paths), carrying google.rpc.Status details with the same
+ * code and message and an ErrorInfo of domain delivery.v1. Resolves the error
+ * (and its decoded details as `error.status`) for further checks.
  */
-export async function expectStatus(promise: Promise<unknown>, code: status): Promise<ServiceError> {
+export async function expectStatus(promise: Promise<unknown>, code: status): Promise<ServiceError & { status: DecodedStatus }> {
   const error = await rejectionOf(promise);
   // Code names (and the message) in one object: a failure shows what came back.
   expect({ code: status[error.code], details: error.details }).toMatchObject({ code: status[code] });
   expect(error.details).toMatch(/\S/);
   expect(error.details).not.toMatch(/\n\s*at |\.[cm]?[jt]s:\d|node_modules|internal\//);
-  return error;
+  const details = statusDetailsOf(error);
+  expect(details, "grpc-status-details-bin").toBeDefined();
+  expect({ code: details!.code, message: details!.message }).toEqual({ code: error.code, message: error.details });
+  expect(details!.errorInfo?.domain).toBe("delivery.v1");
+  expect(details!.errorInfo?.reason).toMatch(/^[A-Z][A-Z0-9_]*[A-Z0-9]$/);
+  return Object.assign(error, { status: details! });
 }
 
 /** Every key under a prefix, sorted. */

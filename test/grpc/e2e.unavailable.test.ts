@@ -60,6 +60,8 @@ describe("while Redis is stopped", () => {
 
     expect(Date.now() - start).toBeLessThan(FAST_MS);
     expect(error.details).toMatch(/unavailable/i);
+    expect(error.status.errorInfo?.reason).toBe("STORE_UNAVAILABLE");
+    expect(error.status.retryDelayMs).toBe(1_000);
   });
 
   it("keeps failing fast on every retry, not just the first", async () => {

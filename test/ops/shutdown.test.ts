@@ -14,6 +14,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { DeliveryServiceClient, DeliveryStatus, type GetDeliveryResponse } from "../../src/gen/delivery/v1/delivery.js";
 import { rejectionOf } from "../support/async.js";
 import { createDelivery, getDelivery } from "../support/deliveries.js";
+import { statusDetailsOf } from "../support/statusDetails.js";
 import { type HealthClient, healthClient, type ServingStatus, transitions } from "../support/health.js";
 import { type RedisServerHandle, startRedisServer } from "../support/redisServer.js";
 import { watch, type WatchEnd } from "../support/watch.js";
@@ -132,7 +133,13 @@ describe("SIGTERM with three watches open and a GetDelivery in flight", () => {
 
   it("ends every open watch with UNAVAILABLE, asking the client to resume with after_version", () => {
     expect(watchEnds.map((end) => status[end.code])).toEqual(["UNAVAILABLE", "UNAVAILABLE", "UNAVAILABLE"]);
-    for (const end of watchEnds) expect(end.details).toMatch(/after_version/);
+    for (const end of watchEnds) {
+      expect(end.details).toMatch(/after_version/);
+      const details = statusDetailsOf(end);
+      expect(details).toMatchObject({ code: status.UNAVAILABLE, message: end.details });
+      expect(details?.errorInfo).toMatchObject({ domain: "delivery.v1", reason: "SHUTTING_DOWN" });
+      expect(details?.retryDelayMs).toBe(0);
+    }
   });
 
   it("reports NOT_SERVING on a health watch as shutdown begins", () => {

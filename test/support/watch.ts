@@ -6,13 +6,15 @@
  *   await w.first;                          // open and registered server side
  *   const end = await within(w.ended, "the end of the watch");
  */
-import { type ClientReadableStream, status, type StatusObject } from "@grpc/grpc-js";
+import { type ClientReadableStream, type Metadata, status, type StatusObject } from "@grpc/grpc-js";
 import { type DeliveryServiceClient, WatchDeliveryRequest, type WatchDeliveryResponse } from "../../src/gen/delivery/v1/delivery.js";
 
 /** The final status of a watch. */
 export interface WatchEnd {
   readonly code: status;
   readonly details: string;
+  /** The trailers (grpc-status-details-bin: see statusDetails.ts). */
+  readonly metadata: Metadata;
 }
 
 /** What a watch has received so far, and how it ended. */
@@ -61,7 +63,7 @@ export function watch(
     const settle = () => {
       if (!statusSeen || endedWith) return;
       if (statusSeen.code === status.OK && !streamEnded) return;
-      endedWith = { code: statusSeen.code, details: statusSeen.details };
+      endedWith = { code: statusSeen.code, details: statusSeen.details, metadata: statusSeen.metadata };
       if (messages.length === 0) rejectFirst(Object.assign(new Error(`watch ended: ${status[endedWith.code]} ${endedWith.details}`), endedWith));
       resolve(endedWith);
     };
