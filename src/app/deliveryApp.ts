@@ -20,6 +20,8 @@ export interface CommandOptions {
   readonly expectedVersion?: number;
   /** The caller's idempotency key. */
   readonly requestId?: string;
+  /** The authenticated principal recording the command ("" or absent: authentication is off). */
+  readonly actor?: string;
 }
 
 export interface DeliveryAppDeps {
@@ -40,8 +42,14 @@ export interface DeliveryApp {
   events(deliveryId: string, afterVersion: number, limit: number): Promise<readonly RecordedEvent[]>;
 }
 
-function fingerprintOf(command: DeliveryCommand): string {
-  return createHash("sha256").update(JSON.stringify(command)).digest("base64url").slice(0, 22);
+/**
+ * What a retry must repeat to be one: the command and, when authentication is
+ * on, who sends it (a principal reusing another's request_id is refused).
+ * Without an actor the hash is the one release 1 stored.
+ */
+function fingerprintOf(command: DeliveryCommand, actor: string): string {
+  const scope = actor === "" ? JSON.stringify(command) : JSON.stringify({ command, actor });
+  return createHash("sha256").update(scope).digest("base64url").slice(0, 22);
 }
 
 /**
@@ -59,8 +67,8 @@ export function createDeliveryApp({ store, now = Date.now, contentionBudgetMs = 
   return {
     newDeliveryId: (requestId) => (requestId ? nameBasedUuid(requestId) : randomUUID()),
 
-    async execute(deliveryId, command, { expectedVersion, requestId } = {}) {
-      const fingerprint = fingerprintOf(command);
+    async execute(deliveryId, command, { expectedVersion, requestId, actor = "" } = {}) {
+      const fingerprint = fingerprintOf(command, actor);
       // Without a caller's key, a private one still makes the append safe to
       // re-send after a lost reply: the script recognises its own first attempt.
       const requestKey = requestId || `auto:${randomUUID()}`;
@@ -78,7 +86,7 @@ export function createDeliveryApp({ store, now = Date.now, contentionBudgetMs = 
         const decided = decide(deliveryId, command, state);
         if (decided instanceof DomainError) throw decided;
         const version = state.version + 1;
-        const event = { deliveryId, version, occurredAtMs: now(), requestId: requestId ?? "", data: decided };
+        const event = { deliveryId, version, occurredAtMs: now(), requestId: requestId ?? "", actor, data: decided };
         const record = { event, delivery: evolve(state, event) };
         const result = await store.append({ record, expectedVersion: state.version, requestKey, fingerprint });
         if (result.outcome === "appended") {

@@ -75,6 +75,8 @@ export interface DeliveryEvent {
   readonly version: number;
   readonly occurredAtMs: number;
   readonly requestId: string;
+  /** The principal that recorded it; "" when authentication is off. */
+  readonly actor: string;
   readonly data: DeliveryEventData;
 }
 

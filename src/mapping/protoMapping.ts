@@ -135,6 +135,7 @@ export function toProtoEvent(e: DeliveryEvent): pb.DeliveryEvent {
     version: big(e.version),
     occurredAt: new Date(e.occurredAtMs),
     requestId: e.requestId,
+    actor: e.actor,
     kind: toProtoKind(e.data),
   };
 }
@@ -145,6 +146,7 @@ export function fromProtoEvent(p: pb.DeliveryEvent): DeliveryEvent {
     version: num(p.version),
     occurredAtMs: ms(p.occurredAt),
     requestId: p.requestId,
+    actor: p.actor,
     data: fromProtoKind(p.kind),
   };
 }

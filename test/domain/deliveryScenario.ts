@@ -54,7 +54,7 @@ export const HISTORY_TO: { readonly [S in StateName]: readonly DeliveryCommand[]
 
 /** An event at a version, as the application would stamp it. */
 export function eventAt(deliveryId: string, version: number, data: DeliveryEventData, requestId = ""): DeliveryEvent {
-  return { deliveryId, version, occurredAtMs: T0_MS + (version - 1) * STEP_MS, requestId, data };
+  return { deliveryId, version, occurredAtMs: T0_MS + (version - 1) * STEP_MS, requestId, actor: "", data };
 }
 
 /** Decides a command and records it on top of a state; throws if the command is rejected. */

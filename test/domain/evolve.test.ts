@@ -14,7 +14,7 @@ const ID = "delivery-7";
 const WHEN_MS = Date.UTC(2025, 5, 1, 12, 30);
 
 function eventOn(state: DeliveryState, data: DeliveryEventData, occurredAtMs = WHEN_MS): DeliveryEvent {
-  return { deliveryId: ID, version: state.version + 1, occurredAtMs, requestId: "req-x", data };
+  return { deliveryId: ID, version: state.version + 1, occurredAtMs, requestId: "req-x", actor: "", data };
 }
 
 /** given a history, when an event, then the whole state after it. */
@@ -98,7 +98,7 @@ describe("evolve", () => {
 
   it("trusts the event's version and time even when they are not state + 1 and later (the log is the truth)", () => {
     const state = existing(stateAfter(ID, HISTORY_TO.ACTIVE));
-    const event: DeliveryEvent = { deliveryId: ID, version: 42, occurredAtMs: T0_MS - 5, requestId: "", data: { type: "budgetIncreased", amountMinor: 1 } };
+    const event: DeliveryEvent = { deliveryId: ID, version: 42, occurredAtMs: T0_MS - 5, requestId: "", actor: "", data: { type: "budgetIncreased", amountMinor: 1 } };
     const after = evolve(state, event);
     expect(after.version).toBe(42);
     expect(after.updatedAtMs).toBe(T0_MS - 5);

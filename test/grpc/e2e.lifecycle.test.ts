@@ -59,6 +59,7 @@ describe("a delivery picked up and delivered in two parts", () => {
       version: 1n,
       occurredAt: expect.any(Date),
       requestId: "create-1001",
+      actor: "",
       kind: { $case: "created", created: { budget: 5000n, notes: "ring twice" } },
     });
     expectOccurredWithin(response.event, response.window);
@@ -88,6 +89,7 @@ describe("a delivery picked up and delivered in two parts", () => {
       version: 2n,
       occurredAt: expect.any(Date),
       requestId: "start-1001",
+      actor: "",
       kind: { $case: "started", started: {} },
     });
     expectOccurredWithin(response.event, response.window);
@@ -111,6 +113,7 @@ describe("a delivery picked up and delivered in two parts", () => {
       version: 3n,
       occurredAt: expect.any(Date),
       requestId: "",
+      actor: "",
       kind: { $case: "productsPickedUp", productsPickedUp: { purchasePrice: 300n, quantity: 5n } },
     });
     expectOccurredWithin(response.event, response.window);
@@ -140,6 +143,7 @@ describe("a delivery picked up and delivered in two parts", () => {
       version: 4n,
       occurredAt: expect.any(Date),
       requestId: "deliver-1",
+      actor: "",
       kind: { $case: "productsDelivered", productsDelivered: { sellPrice: 450n, quantity: 2n } },
     });
     expectOccurredWithin(response.event, response.window);
@@ -169,6 +173,7 @@ describe("a delivery picked up and delivered in two parts", () => {
       version: 5n,
       occurredAt: expect.any(Date),
       requestId: "",
+      actor: "",
       kind: { $case: "productsDelivered", productsDelivered: { sellPrice: 500n, quantity: 3n } },
     });
     expectOccurredWithin(response.event, response.window);
@@ -253,6 +258,7 @@ describe("a delivery whose budget is increased, then cancelled", () => {
       version: 1n,
       occurredAt: delivery!.createdAt,
       requestId: "",
+      actor: "",
       kind: { $case: "created", created: { budget: 0n, notes: "" } },
     });
     expect(delivery).toMatchObject({ status: STATUS.READY, budget: 0n, notes: "", version: 1n });
@@ -268,6 +274,7 @@ describe("a delivery whose budget is increased, then cancelled", () => {
       version: 2n,
       occurredAt: expect.any(Date),
       requestId: "top-up",
+      actor: "",
       kind: { $case: "budgetIncreased", budgetIncreased: { amount: 250n } },
     });
     expectOccurredWithin(response.event, response.window);
@@ -296,6 +303,7 @@ describe("a delivery whose budget is increased, then cancelled", () => {
       version: 3n,
       occurredAt: expect.any(Date),
       requestId: "",
+      actor: "",
       kind: { $case: "cancelled", cancelled: { reason: "customer moved" } },
     });
     expectOccurredWithin(response.event, response.window);

@@ -37,6 +37,7 @@ function update(deliveryId: string, version: number): string {
     version,
     occurredAtMs: 1_700_000_000_000,
     requestId: "",
+    actor: "",
     data: { type: "budgetIncreased", amountMinor: 1 },
   };
   const delivery: Delivery = {

@@ -31,6 +31,7 @@ async function appendIncreases(store: EventStore, deliveryId: string, count: num
         version: delivery.version + 1,
         occurredAtMs: Date.now(),
         requestId: "",
+        actor: "",
         data: { type: "budgetIncreased", amountMinor: 1 } as const,
       };
       const record: RecordedEvent = { event, delivery: evolve(delivery, event) };

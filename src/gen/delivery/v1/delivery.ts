@@ -134,6 +134,11 @@ export interface DeliveryEvent {
   version: bigint;
   occurredAt: Date | undefined;
   requestId: string;
+  /**
+   * Who recorded it: the authenticated principal (a JWT's sub, a client
+   * certificate's SPIFFE ID or "CN=<cn>"); empty when authentication is off.
+   */
+  actor: string;
   kind:
     | { $case: "created"; created: DeliveryCreated }
     | { $case: "started"; started: DeliveryStarted }
@@ -245,8 +250,22 @@ export interface GetDeliveryResponse {
 export interface ListDeliveriesRequest {
   /** Default 50, at most 500. */
   pageSize: number;
-  /** From a previous response's next_page_token; empty for the first page. */
+  /**
+   * From a previous response's next_page_token; empty for the first page.
+   * A token only continues the query (statuses, order_by) it came from.
+   */
   pageToken: string;
+  /**
+   * Only deliveries whose current status is one of these (a set: order and
+   * repeats do not matter); empty for every delivery. UNSPECIFIED or unknown
+   * values are INVALID_ARGUMENT.
+   */
+  statuses: DeliveryStatus[];
+  /**
+   * AIP-132: "" or "created_at" (oldest first), "created_at desc" (newest
+   * first). Anything else is INVALID_ARGUMENT.
+   */
+  orderBy: string;
 }
 
 export interface ListDeliveriesResponse {
@@ -1041,7 +1060,7 @@ export const DeliveryCancelled: MessageFns<DeliveryCancelled> = {
 };
 
 function createBaseDeliveryEvent(): DeliveryEvent {
-  return { deliveryId: "", version: 0n, occurredAt: undefined, requestId: "", kind: undefined };
+  return { deliveryId: "", version: 0n, occurredAt: undefined, requestId: "", actor: "", kind: undefined };
 }
 
 export const DeliveryEvent: MessageFns<DeliveryEvent> = {
@@ -1060,6 +1079,9 @@ export const DeliveryEvent: MessageFns<DeliveryEvent> = {
     }
     if (message.requestId !== "") {
       writer.uint32(34).string(message.requestId);
+    }
+    if (message.actor !== "") {
+      writer.uint32(42).string(message.actor);
     }
     switch (message.kind?.$case) {
       case "created":
@@ -1127,6 +1149,14 @@ export const DeliveryEvent: MessageFns<DeliveryEvent> = {
             }
 
             message.requestId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.actor = reader.string();
             continue;
           }
           case 10: {
@@ -1216,6 +1246,7 @@ export const DeliveryEvent: MessageFns<DeliveryEvent> = {
         : isSet(object.request_id)
         ? globalThis.String(object.request_id)
         : "",
+      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
       kind: isSet(object.created)
         ? { $case: "created", created: DeliveryCreated.fromJSON(object.created) }
         : isSet(object.started)
@@ -1252,6 +1283,9 @@ export const DeliveryEvent: MessageFns<DeliveryEvent> = {
     if (message.requestId !== "") {
       obj.requestId = message.requestId;
     }
+    if (message.actor !== "") {
+      obj.actor = message.actor;
+    }
     if (message.kind?.$case === "created") {
       obj.created = DeliveryCreated.toJSON(message.kind.created);
     } else if (message.kind?.$case === "started") {
@@ -1277,6 +1311,7 @@ export const DeliveryEvent: MessageFns<DeliveryEvent> = {
     message.version = (object.version !== undefined && object.version !== null) ? BigInt(object.version) : 0n;
     message.occurredAt = object.occurredAt ?? undefined;
     message.requestId = object.requestId ?? "";
+    message.actor = object.actor ?? "";
     switch (object.kind?.$case) {
       case "created": {
         if (object.kind?.created !== undefined && object.kind?.created !== null) {
@@ -2869,7 +2904,7 @@ export const GetDeliveryResponse: MessageFns<GetDeliveryResponse> = {
 };
 
 function createBaseListDeliveriesRequest(): ListDeliveriesRequest {
-  return { pageSize: 0, pageToken: "" };
+  return { pageSize: 0, pageToken: "", statuses: [], orderBy: "" };
 }
 
 export const ListDeliveriesRequest: MessageFns<ListDeliveriesRequest> = {
@@ -2879,6 +2914,16 @@ export const ListDeliveriesRequest: MessageFns<ListDeliveriesRequest> = {
     }
     if (message.pageToken !== "") {
       writer.uint32(18).string(message.pageToken);
+    }
+    if (message.statuses.length !== 0) {
+      writer.uint32(26).fork();
+      for (const v of message.statuses) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    if (message.orderBy !== "") {
+      writer.uint32(34).string(message.orderBy);
     }
     return writer;
   },
@@ -2912,6 +2957,32 @@ export const ListDeliveriesRequest: MessageFns<ListDeliveriesRequest> = {
             message.pageToken = reader.string();
             continue;
           }
+          case 3: {
+            if (tag === 24) {
+              message.statuses.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 26) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.statuses.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.orderBy = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2936,6 +3007,14 @@ export const ListDeliveriesRequest: MessageFns<ListDeliveriesRequest> = {
         : isSet(object.page_token)
         ? globalThis.String(object.page_token)
         : "",
+      statuses: globalThis.Array.isArray(object?.statuses)
+        ? object.statuses.map((e: any) => deliveryStatusFromJSON(e))
+        : [],
+      orderBy: isSet(object.orderBy)
+        ? globalThis.String(object.orderBy)
+        : isSet(object.order_by)
+        ? globalThis.String(object.order_by)
+        : "",
     };
   },
 
@@ -2947,6 +3026,12 @@ export const ListDeliveriesRequest: MessageFns<ListDeliveriesRequest> = {
     if (message.pageToken !== "") {
       obj.pageToken = message.pageToken;
     }
+    if (message.statuses?.length) {
+      obj.statuses = message.statuses.map((e) => deliveryStatusToJSON(e));
+    }
+    if (message.orderBy !== "") {
+      obj.orderBy = message.orderBy;
+    }
     return obj;
   },
 
@@ -2957,6 +3042,8 @@ export const ListDeliveriesRequest: MessageFns<ListDeliveriesRequest> = {
     const message = createBaseListDeliveriesRequest();
     message.pageSize = object.pageSize ?? 0;
     message.pageToken = object.pageToken ?? "";
+    message.statuses = object.statuses?.map((e) => e) || [];
+    message.orderBy = object.orderBy ?? "";
     return message;
   },
 };
@@ -3522,7 +3609,10 @@ export const DeliveryServiceService = {
     responseSerialize: (value: GetDeliveryResponse): Buffer => Buffer.from(GetDeliveryResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetDeliveryResponse => GetDeliveryResponse.decode(value),
   },
-  /** Every delivery, oldest first, a page at a time. */
+  /**
+   * Deliveries by current status (all by default), oldest or newest first, a
+   * page at a time.
+   */
   listDeliveries: {
     path: "/delivery.v1.DeliveryService/ListDeliveries" as const,
     requestStream: false as const,
@@ -3580,7 +3670,10 @@ export interface DeliveryServiceServer extends UntypedServiceImplementation {
   cancelDelivery: handleUnaryCall<CancelDeliveryRequest, CancelDeliveryResponse>;
   /** The current state of a delivery, or its state as of a past version. */
   getDelivery: handleUnaryCall<GetDeliveryRequest, GetDeliveryResponse>;
-  /** Every delivery, oldest first, a page at a time. */
+  /**
+   * Deliveries by current status (all by default), oldest or newest first, a
+   * page at a time.
+   */
   listDeliveries: handleUnaryCall<ListDeliveriesRequest, ListDeliveriesResponse>;
   /** The events of one delivery after a version, ascending. */
   listDeliveryEvents: handleUnaryCall<ListDeliveryEventsRequest, ListDeliveryEventsResponse>;
@@ -3707,7 +3800,10 @@ export interface DeliveryServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetDeliveryResponse) => void,
   ): ClientUnaryCall;
-  /** Every delivery, oldest first, a page at a time. */
+  /**
+   * Deliveries by current status (all by default), oldest or newest first, a
+   * page at a time.
+   */
   listDeliveries(
     request: ListDeliveriesRequest,
     callback: (error: ServiceError | null, response: ListDeliveriesResponse) => void,
