@@ -1,0 +1,40 @@
+/**
+ * Server children (bench/serverChild.mjs: the service, or the bare baseline),
+ * one per process, and V8 CPU profiles of their measured windows.
+ */
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { startChild } from "./child.mjs";
+
+const SERVER_CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "serverChild.mjs");
+
+/**
+ * `redisUrl` for the service; `profileDir` set (--cpu-prof) turns profileWindow on.
+ * A server handle is the child's (request, stop, port, pid) plus usage(body).
+ */
+export function createServerProcesses({ redisUrl, profileDir, log }) {
+  async function startServer(kind, execArgv = []) {
+    const args = kind === "real" ? ["real", redisUrl] : kind === "sized" ? ["bare-sized"] : ["bare"];
+    const child = await startChild(SERVER_CHILD, args, { execArgv: ["--expose-gc", ...execArgv], name: `${kind} server` });
+    return Object.assign(child, { kind, usage: (body) => child.request("usage", body) });
+  }
+
+  /**
+   * With --cpu-prof: a V8 CPU profile of the server child over exactly the
+   * measured window (started and stopped over IPC), one file per window.
+   * Returns the stop function (a no-op without --cpu-prof, or for a server
+   * that is not a Node child).
+   */
+  async function profileWindow(server, name) {
+    if (!profileDir || !name || typeof server.request !== "function") return async () => {};
+    mkdirSync(profileDir, { recursive: true });
+    await server.request("profileStart", { intervalUs: 250 });
+    return async () => {
+      const { file } = await server.request("profileStop", { file: path.join(profileDir, `${name}.cpuprofile`) });
+      log(`  profile: ${path.relative(process.cwd(), file)}`);
+    };
+  }
+
+  return { startServer, profileWindow };
+}
