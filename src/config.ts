@@ -1,4 +1,8 @@
 import { readFileSync } from "node:fs";
+import { type AuthConfig, parseAuthConfig } from "./auth/index.js";
+import { ConfigError } from "./configError.js";
+
+export { ConfigError };
 
 /**
  * Configuration: one typed object, read from the environment once, validated
@@ -37,9 +41,15 @@ export interface Config {
   readonly keepaliveTimeMs: number;
   /** A ping unanswered for this long closes the connection. */
   readonly keepaliveTimeoutMs: number;
+  /** Partitions of a new Redis store (recorded at its first start; an existing store keeps its own). */
+  readonly storePartitions: number;
+  /** How long the change feed keeps its entries (WatchDeliveries resume tokens live as long). */
+  readonly feedRetentionMs: number;
+  /** Unset: finished deliveries are kept forever; else deleted this long after their terminal event. */
+  readonly retainFinishedForMs: number | undefined;
+  /** Who may call what (AUTH_* settings, see auth/authConfig.ts); off unless a way to identify callers is set. */
+  readonly auth: AuthConfig;
 }
-
-export class ConfigError extends Error {}
 
 /** A PEM file named by a setting: it must exist, be readable and hold a PEM block, or start-up stops here. */
 function pemFile(name: string, path: string | undefined): string | undefined {
@@ -68,6 +78,18 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
     throw new ConfigError(`${name} must be an integer from ${min} to ${max}${unit}, got "${raw}"`);
   }
   return Number(raw);
+}
+
+const DURATION_UNITS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/** A duration such as "30d", "12h", "90m", "45s" or "500ms", at least `minMs`. */
+export function duration(env: Env, name: string, fallbackMs: number | undefined, minMs: number): number | undefined {
+  const raw = present(env, name);
+  if (raw === undefined) return fallbackMs;
+  const match = /^(\d{1,9})(ms|s|m|h|d)$/.exec(raw);
+  const ms = match ? Number(match[1]) * DURATION_UNITS[match[2] as keyof typeof DURATION_UNITS] : NaN;
+  if (!(ms >= minMs)) throw new ConfigError(`${name} must be a duration such as 30d, 12h, 90m or 45s (at least ${minMs} ms), got "${raw}"`);
+  return ms;
 }
 
 function port(env: Env, name: string, fallback: number): number {
@@ -135,6 +157,10 @@ export function loadConfig(env: Env = process.env, stdoutIsTty = false): Config 
     maxMessageBytes: integer(env, "MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024, " bytes"),
     keepaliveTimeMs: integer(env, "KEEPALIVE_TIME_MS", 30_000, 1_000, 3_600_000, " ms"),
     keepaliveTimeoutMs: integer(env, "KEEPALIVE_TIMEOUT_MS", 10_000, 1_000, 600_000, " ms"),
+    storePartitions: integer(env, "STORE_PARTITIONS", 16, 1, 1024),
+    feedRetentionMs: duration(env, "FEED_RETENTION", 7 * 86_400_000, 60_000)!,
+    retainFinishedForMs: duration(env, "RETAIN_FINISHED_FOR", undefined, 1_000),
+    auth: parseAuthConfig(env),
   };
 }
 

@@ -3,6 +3,7 @@ import { pino } from "pino";
 import { PinoPretty } from "pino-pretty";
 import { type Config, ConfigError, loadConfig } from "./config.js";
 import { startServer } from "./server.js";
+import { StoreLayoutError } from "./store/redis/redisEventStore.js";
 
 function createLogger(config: Config) {
   const options = { level: config.logLevel, base: { service: "delivery-service" } };
@@ -56,6 +57,15 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
+  // Settings that only the server can check together (AUTH_CLIENT_CERTIFICATES without mutual TLS).
+  if (error instanceof ConfigError) {
+    process.stderr.write(`invalid configuration: ${error.message}\n`);
+    process.exit(2);
+  }
+  if (error instanceof StoreLayoutError) {
+    process.stderr.write(`delivery service cannot use this Redis: ${error.message}\n`);
+    process.exit(2);
+  }
   process.stderr.write(`delivery service failed to start: ${(error as Error).message}\n`);
   process.exit(1);
 });

@@ -12,6 +12,8 @@ export interface Metrics {
   readonly pubsubMessages: Counter;
   readonly gapsRepaired: Counter;
   readonly redisErrors: Counter<"connection">;
+  /** Calls refused UNAUTHENTICATED or PERMISSION_DENIED, by the auth core's reason. */
+  readonly authDenied: Counter<"reason">;
   /** Reads the current number of open watchers at scrape time. */
   watchersFrom(read: () => number): void;
 }
@@ -63,6 +65,12 @@ export function createMetrics(): Metrics {
       name: "delivery_redis_errors_total",
       help: "Redis connection errors, by connection",
       labelNames: ["connection"] as const,
+      registers: [registry],
+    }),
+    authDenied: new Counter({
+      name: "delivery_auth_denied_total",
+      help: "Calls refused by authentication (UNAUTHENTICATED) or the policy (PERMISSION_DENIED), by reason",
+      labelNames: ["reason"] as const,
       registers: [registry],
     }),
     watchersFrom(read) {

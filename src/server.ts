@@ -8,8 +8,10 @@ import type { AddressInfo } from "node:net";
 import { Server, ServerCredentials, type ServiceDefinition } from "@grpc/grpc-js";
 import type { Redis } from "ioredis";
 import { createDeliveryApp } from "./app/deliveryApp.js";
-import type { Config } from "./config.js";
+import { createAuthenticator } from "./auth/index.js";
+import { type Config, ConfigError } from "./config.js";
 import { DeliveryServiceService } from "./gen/delivery/v1/delivery.js";
+import { type AuthClock, type CallAuth, createCallAuth, systemClock } from "./grpc/callAuth.js";
 import { createDeliveryService } from "./grpc/deliveryService.js";
 import { guardService } from "./grpc/guard.js";
 import { createHealth, type Health } from "./grpc/health.js";
@@ -22,9 +24,8 @@ import type { Logger } from "./logger.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import type { EventStore } from "./store/eventStore.js";
 import { createMemoryEventStore } from "./store/memory/memoryEventStore.js";
-import { createRedisKeys } from "./store/redis/keys.js";
 import { connectRedis, createRedisConnection } from "./store/redis/redisConnection.js";
-import { createRedisEventStore } from "./store/redis/redisEventStore.js";
+import { createRedisEventStore, StoreLayoutError } from "./store/redis/redisEventStore.js";
 import { createMemoryUpdateSource } from "./watch/memoryUpdateSource.js";
 import { createRedisUpdateSource } from "./watch/redisUpdateSource.js";
 import type { UpdateSource } from "./watch/updateSource.js";
@@ -38,6 +39,10 @@ export interface ServerOptions {
   /** Namespaces Redis keys and channels (tests). */
   readonly keyPrefix?: string;
   readonly safetyNetIntervalMs?: number;
+  /** The clock of events and retention (tests inject one). */
+  readonly now?: () => number;
+  /** Checks credentials' expiry and ends streams whose credential expires (tests inject a clock they move). */
+  readonly authClock?: AuthClock;
 }
 
 export interface RunningServer {
@@ -61,12 +66,13 @@ interface Backend {
   onAvailability(listener: (available: boolean) => void): void;
 }
 
-async function createBackend({ config, logger, keyPrefix }: ServerOptions, metrics: Metrics): Promise<Backend> {
+async function createBackend({ config, logger, keyPrefix, now }: ServerOptions, metrics: Metrics): Promise<Backend> {
+  const retention = { retainFinishedForMs: config.retainFinishedForMs, ...(now ? { now } : {}) };
   if (!config.redisUrl) {
     logger.warn({}, "REDIS_URL is not set: using the in-memory store (one replica only, nothing is kept after exit)");
     const source = createMemoryUpdateSource();
     return {
-      store: createMemoryEventStore({ onAppended: (record) => source.publish(record) }),
+      store: createMemoryEventStore({ onAppended: (record) => source.publish(record), ...retention }),
       source,
       connections: [],
       onAvailability: () => {},
@@ -86,12 +92,24 @@ async function createBackend({ config, logger, keyPrefix }: ServerOptions, metri
     connection.on("ready", report);
     connection.on("close", report);
   }
-  const keys = createRedisKeys(keyPrefix);
-  const store = createRedisEventStore({ redis: commands, keyPrefix });
-  const source = createRedisUpdateSource({ subscriber, keys, logger });
+  const store = createRedisEventStore({
+    redis: commands,
+    keyPrefix,
+    partitions: config.storePartitions,
+    feedRetentionMs: config.feedRetentionMs,
+    ...retention,
+  });
+  const source = createRedisUpdateSource({ subscriber, keys: store.open, logger });
   try {
     await Promise.all(connections.map(connectRedis));
+    // A store of another layout stops the start here (StoreLayoutError names the migration).
+    const keys = await store.open();
+    logger.info({ partitions: keys.partitions }, "storage layout 2");
   } catch (error) {
+    if (error instanceof StoreLayoutError) {
+      await Promise.all(connections.map((c) => c.quit().catch(() => c.disconnect())));
+      throw error;
+    }
     logger.warn({ err: error }, "redis is not reachable yet; commands fail with UNAVAILABLE until it is");
   }
   return {
@@ -113,6 +131,31 @@ function credentialsFor(config: Config): ServerCredentials {
     [{ cert_chain: readFileSync(certFile), private_key: readFileSync(keyFile) }],
     Boolean(clientCaFile),
   );
+}
+
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+/** The auth core for this server's life (it holds the JWKS keys); undefined when authentication is off. */
+function createServerAuth({ config, logger, authClock = systemClock }: ServerOptions, metrics: Metrics): CallAuth | undefined {
+  const auth = config.auth;
+  if (!auth.enabled) {
+    if (!isLoopback(config.host)) {
+      logger.warn(
+        { host: config.host },
+        "authentication is off: anyone who reaches this port can call every method; set AUTH_JWKS_FILE (or AUTH_HMAC_SECRET_FILE) and AUTH_POLICY_FILE",
+      );
+    }
+    return undefined;
+  }
+  const authenticator = createAuthenticator(auth, {
+    now: () => authClock.now(),
+    onJwksReload: (keys) => logger.info({ keys }, "AUTH_JWKS_FILE changed: its keys are in use"),
+    onJwksReloadError: (error) => logger.warn({ err: error }, "AUTH_JWKS_FILE changed but cannot be used: the previous keys stay in use"),
+  });
+  const onRefused = (reason: string) => metrics.authDenied.inc({ reason });
+  return createCallAuth({ config: auth, authenticator, clock: authClock, logger, onRefused });
 }
 
 async function startMetricsEndpoint(config: Config, metrics: Metrics, logger: Logger): Promise<HttpServer | undefined> {
@@ -139,9 +182,26 @@ async function startMetricsEndpoint(config: Config, metrics: Metrics, logger: Lo
 
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const { config, logger } = options;
+  if (config.auth.enabled && config.auth.clientCertificates && !config.tls?.clientCaFile) {
+    throw new ConfigError("AUTH_CLIENT_CERTIFICATES=true needs mutual TLS: set TLS_CLIENT_CA_FILE (with TLS_CERT_FILE and TLS_KEY_FILE)");
+  }
   const metrics = createMetrics();
+  const auth = createServerAuth(options, metrics);
   const backend = await createBackend(options, metrics);
-  const app = createDeliveryApp({ store: backend.store, onAppended: (record) => metrics.eventsAppended.inc({ type: record.event.data.type }) });
+  const app = createDeliveryApp({
+    store: backend.store,
+    onAppended: (record) => metrics.eventsAppended.inc({ type: record.event.data.type }),
+    ...(options.now ? { now: options.now } : {}),
+  });
+  // Finished deliveries past their retention are deleted on read; this sweeps the ones nobody reads.
+  const sweeper =
+    config.retainFinishedForMs === undefined
+      ? undefined
+      : setInterval(
+          () => backend.store.sweep().catch((error: unknown) => logger.warn({ err: error }, "retention sweep failed")),
+          Math.min(Math.max(config.retainFinishedForMs / 10, 1_000), 60_000),
+        );
+  sweeper?.unref();
   const hub = createWatchHub({
     store: backend.store,
     source: backend.source,
@@ -178,8 +238,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     ),
   ];
   for (const mount of mounts) {
-    // The guard answers undecodable requests and tracks streams; instrumentation (outermost) logs and counts.
-    const guarded = guardService(mount.definition, mount.implementation, { registry: streams, logger });
+    // The guard checks credentials, answers undecodable requests and tracks streams; instrumentation (outermost) logs and counts.
+    const guarded = guardService(mount.definition, mount.implementation, { registry: streams, logger, auth });
     const handlers = mount.instrument ? instrumentService(guarded.definition, guarded.implementation, { logger, metrics }) : guarded.implementation;
     server.addService(guarded.definition, handlers);
   }
@@ -199,7 +259,14 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const metricsHttp = await startMetricsEndpoint(config, metrics, logger);
   const metricsPort = metricsHttp ? (metricsHttp.address() as AddressInfo).port : undefined;
   logger.info(
-    { host: config.host, port, metricsPort, tls: Boolean(config.tls), store: config.redisUrl ? "redis" : "memory" },
+    {
+      host: config.host,
+      port,
+      metricsPort,
+      tls: Boolean(config.tls),
+      store: config.redisUrl ? "redis" : "memory",
+      auth: config.auth.enabled ? { jwt: config.auth.jwt?.keys.kind, clientCertificates: config.auth.clientCertificates, policy: config.auth.policy.name } : "off",
+    },
     "delivery service listening",
   );
 
@@ -218,6 +285,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         // tryShutdown never completes while streams are open: end the watches
         // (UNAVAILABLE, so clients resume elsewhere), then every other stream
         // (health watches saw NOT_SERVING first).
+        clearInterval(sweeper);
         await hub.close();
         streams.endAll();
         let timer: NodeJS.Timeout | undefined;

@@ -12,7 +12,7 @@ import {
   VersionConflict,
   VersionNotFound,
 } from "../domain/index.js";
-import type { DeliveryPage, EventStore, PriorRequest } from "../store/eventStore.js";
+import type { DeliveryPage, EventStore, ListQuery, PriorRequest } from "../store/eventStore.js";
 import { nameBasedUuid } from "./nameBasedUuid.js";
 
 export interface CommandOptions {
@@ -38,7 +38,7 @@ export interface DeliveryApp {
   newDeliveryId(requestId: string | undefined): string;
   execute(deliveryId: string, command: DeliveryCommand, options?: CommandOptions): Promise<RecordedEvent>;
   get(deliveryId: string, atVersion?: number): Promise<Delivery>;
-  list(cursor: string | undefined, limit: number): Promise<DeliveryPage>;
+  list(query: ListQuery): Promise<DeliveryPage>;
   events(deliveryId: string, afterVersion: number, limit: number): Promise<readonly RecordedEvent[]>;
 }
 
@@ -69,15 +69,11 @@ export function createDeliveryApp({ store, now = Date.now, contentionBudgetMs = 
 
     async execute(deliveryId, command, { expectedVersion, requestId, actor = "" } = {}) {
       const fingerprint = fingerprintOf(command, actor);
-      // Without a caller's key, a private one still makes the append safe to
-      // re-send after a lost reply: the script recognises its own first attempt.
-      const requestKey = requestId || `auto:${randomUUID()}`;
       // The deadline runs on a monotonic clock, independent of the (injectable) event clock.
       const deadline = performance.now() + contentionBudgetMs;
       for (let attempt = 0; ; attempt++) {
-        // A private key was made just now: only the append script can have seen it.
-        const { state, prior } = await store.load(deliveryId, requestId ? requestKey : undefined);
-        if (prior) return replay(deliveryId, requestKey, prior, fingerprint);
+        const { state, prior } = await store.load(deliveryId, requestId || undefined);
+        if (prior) return replay(deliveryId, requestId!, prior, fingerprint);
         // An unknown delivery is NOT_FOUND whatever version the caller expected.
         if (state.status === "NONE" && command.type !== "CreateDelivery") throw new DeliveryNotFound(deliveryId);
         if (expectedVersion !== undefined && expectedVersion !== state.version) {
@@ -88,12 +84,13 @@ export function createDeliveryApp({ store, now = Date.now, contentionBudgetMs = 
         const version = state.version + 1;
         const event = { deliveryId, version, occurredAtMs: now(), requestId: requestId ?? "", actor, data: decided };
         const record = { event, delivery: evolve(state, event) };
-        const result = await store.append({ record, expectedVersion: state.version, requestKey, fingerprint });
+        // Without a client request_id the store still dedupes a resent append (lost reply) with a private key.
+        const result = await store.append({ record, expectedVersion: state.version, previousStatus: state.status, fingerprint });
         if (result.outcome === "appended") {
           onAppended?.(record);
           return record;
         }
-        if (result.outcome === "duplicate") return replay(deliveryId, requestKey, result.prior, fingerprint);
+        if (result.outcome === "duplicate") return replay(deliveryId, requestId ?? "", result.prior, fingerprint);
         if (expectedVersion !== undefined || performance.now() >= deadline) {
           throw new VersionConflict(deliveryId, result.currentVersion, expectedVersion);
         }
@@ -115,7 +112,7 @@ export function createDeliveryApp({ store, now = Date.now, contentionBudgetMs = 
       throw new VersionNotFound(deliveryId, atVersion, state.version);
     },
 
-    list: (cursor, limit) => store.list(cursor, limit),
+    list: (query) => store.list(query),
 
     async events(deliveryId, afterVersion, limit) {
       const records = await store.readAfter(deliveryId, afterVersion, limit);

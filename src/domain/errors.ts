@@ -11,7 +11,7 @@ export abstract class DomainError extends Error {
 }
 
 /** Why an input was refused; each is a stable ErrorInfo reason. */
-export type InvalidInputReason = "INVALID_FIELD" | "PAGE_TOKEN_INVALID";
+export type InvalidInputReason = "INVALID_FIELD" | "PAGE_TOKEN_INVALID" | "PAGE_TOKEN_MISMATCH";
 
 export interface FieldViolation {
   /** The request field at fault, as named in the proto (snake_case path). */

@@ -1,9 +1,10 @@
-import type { handleUnaryCall } from "@grpc/grpc-js";
+import type { handleUnaryCall, ServerUnaryCall } from "@grpc/grpc-js";
 import type { DeliveryApp } from "../app/deliveryApp.js";
 import type { RecordedEvent } from "../domain/index.js";
 import type { DeliveryServiceServer } from "../gen/delivery/v1/delivery.js";
 import type { Logger } from "../logger.js";
 import { toProtoDelivery, toProtoEvent } from "../mapping/protoMapping.js";
+import { actorOfCall } from "./callAuth.js";
 import { toServiceError } from "./errorStatus.js";
 import {
   formatPageToken,
@@ -16,7 +17,7 @@ import {
   parseDeliveryId,
   parseFields,
   parsePageSize,
-  parsePageToken,
+  parseListQuery,
   parseRequestId,
 } from "./parse.js";
 
@@ -32,11 +33,11 @@ function recordResponse({ event, delivery }: RecordedEvent) {
 
 /** Thin handlers: parse, call the application, map the result. */
 export function createDeliveryService({ app, logger, watchDelivery }: DeliveryServiceDeps): DeliveryServiceServer {
-  function unary<Req, Res>(handle: (request: Req) => Promise<Res>): handleUnaryCall<Req, Res> {
+  function unary<Req, Res>(handle: (request: Req, call: ServerUnaryCall<Req, unknown>) => Promise<Res>): handleUnaryCall<Req, Res> {
     return (call, callback) => {
       // parse errors throw synchronously inside handle; the promise chain catches both.
       Promise.resolve()
-        .then(() => handle(call.request))
+        .then(() => handle(call.request, call))
         .then(
           (response) => callback(null, response),
           (error: unknown) => callback(toServiceError(error, logger)),
@@ -45,9 +46,10 @@ export function createDeliveryService({ app, logger, watchDelivery }: DeliverySe
   }
 
   const command = <Req>(parse: (request: Req) => ParsedCommand) =>
-    unary(async (request: Req) => {
+    unary(async (request: Req, call) => {
       const { deliveryId, command, expectedVersion, requestId } = parse(request);
-      return recordResponse(await app.execute(deliveryId, command, { expectedVersion, requestId }));
+      // The principal the guard admitted: recorded on the event, and part of the request's fingerprint.
+      return recordResponse(await app.execute(deliveryId, command, { expectedVersion, requestId, actor: actorOfCall(call) }));
     });
 
   return {
@@ -74,12 +76,12 @@ export function createDeliveryService({ app, logger, watchDelivery }: DeliverySe
     }),
 
     listDeliveries: unary(async (r) => {
-      const { cursor, pageSize } = parseFields({
-        cursor: () => parsePageToken(r.pageToken),
-        pageSize: () => parsePageSize(r.pageSize, LIMITS.listDeliveries),
+      const { query, limit } = parseFields({
+        query: () => parseListQuery(r),
+        limit: () => parsePageSize(r.pageSize, LIMITS.listDeliveries),
       });
-      const page = await app.list(cursor, pageSize);
-      return { deliveries: page.deliveries.map(toProtoDelivery), nextPageToken: formatPageToken(page.nextCursor) };
+      const page = await app.list({ ...query, limit });
+      return { deliveries: page.deliveries.map(toProtoDelivery), nextPageToken: formatPageToken(query, page.nextCursor) };
     }),
 
     listDeliveryEvents: unary(async (r) => {

@@ -183,6 +183,22 @@ const STATUS_OF: { readonly [K in KnownError["kind"]]: Row<K> } = {
     reason: "MALFORMED_REQUEST",
     metadata: { method: e.method },
   }),
+  Unauthenticated: (e) => ({
+    code: status.UNAUTHENTICATED,
+    reason: e.reason,
+    metadata: { method: e.method },
+  }),
+  PermissionDenied: (e) => ({
+    code: status.PERMISSION_DENIED,
+    reason: e.reason,
+    metadata: e.metadata,
+  }),
+  // The reason a client already handles for an expired token: get a fresh one, call again.
+  StreamCredentialsExpired: (e) => ({
+    code: status.UNAUTHENTICATED,
+    reason: "TOKEN_EXPIRED",
+    metadata: { method: e.method, limit: e.limit },
+  }),
 };
 
 const INTERNAL: ErrorSpec = { code: status.INTERNAL, reason: "INTERNAL" };

@@ -8,6 +8,7 @@ import {
 } from "@grpc/grpc-js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
+import { identityOf } from "./callAuth.js";
 import { LIMITS } from "./parse.js";
 
 export interface InstrumentDeps {
@@ -24,8 +25,9 @@ function deliveryIdOf(request: unknown, response?: unknown): string | undefined 
 
 /**
  * Wraps every handler of a service: one log line and one metrics sample per
- * finished RPC (method, status code, duration, delivery id). Request payloads
- * are not logged.
+ * finished RPC (method, status code, duration, delivery id, the caller's
+ * principal; for a refused call the auth reason, and the core's detail such as
+ * a jose error code). Request payloads and credentials are not logged.
  */
 export function instrumentService<T extends UntypedServiceImplementation>(
   definition: ServiceDefinition,
@@ -35,12 +37,22 @@ export function instrumentService<T extends UntypedServiceImplementation>(
   const wrapped: UntypedServiceImplementation = {};
   for (const [name, handler] of Object.entries(implementation)) {
     const method = definition[name]?.path.split("/").pop() ?? name;
-    const record = (started: bigint, code: status, request: unknown, details?: string, response?: unknown) => {
+    const record = (started: bigint, code: status, call: { readonly request: unknown }, details?: string, response?: unknown) => {
+      const { request } = call;
+      const identity = identityOf(call);
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       const codeName = status[code] ?? String(code);
       metrics.rpcs.inc({ method, code: codeName });
       metrics.rpcSeconds.observe({ method }, seconds);
-      const line = { method, code: codeName, durationMs: Math.round(seconds * 1e6) / 1e3, deliveryId: deliveryIdOf(request, response) };
+      const line = {
+        method,
+        code: codeName,
+        durationMs: Math.round(seconds * 1e6) / 1e3,
+        deliveryId: deliveryIdOf(request, response),
+        principal: identity?.principal?.id,
+        authReason: identity?.refusal?.reason,
+        authDetail: identity?.refusal?.detail,
+      };
       if (code === status.INTERNAL || code === status.UNKNOWN) logger.error({ ...line, details }, "rpc failed");
       else logger.info(line, "rpc");
     };
@@ -55,7 +67,7 @@ export function instrumentService<T extends UntypedServiceImplementation>(
         const finish = (final: status) => {
           if (done) return;
           done = true;
-          record(started, final, call.request, details);
+          record(started, final, call, details);
         };
         call.on("error", (error: { code?: status; details?: string }) => {
           code = error.code ?? status.UNKNOWN;
@@ -70,7 +82,7 @@ export function instrumentService<T extends UntypedServiceImplementation>(
       wrapped[name] = ((call, callback) => {
         const started = process.hrtime.bigint();
         unary(call, (error, value, ...rest) => {
-          record(started, error?.code ?? status.OK, call.request, error?.details, value);
+          record(started, error?.code ?? status.OK, call, error?.details, value);
           callback(error, value, ...rest);
         });
       }) as handleUnaryCall<unknown, unknown>;

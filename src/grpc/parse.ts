@@ -2,7 +2,8 @@
  * Parse at the edge: every request field is checked once here and turned into
  * domain values. After this, types say the values are valid.
  */
-import { type DeliveryCommand, InvalidInput } from "../domain/index.js";
+import { type DeliveryCommand, type DeliveryStatus, InvalidInput } from "../domain/index.js";
+import type { ListQuery } from "../store/eventStore.js";
 
 export const LIMITS = {
   idPattern: /^[A-Za-z0-9_-]{1,64}$/,
@@ -51,17 +52,77 @@ export function parsePageSize(value: number, limits: { defaultPageSize: number; 
   return value;
 }
 
-export function parsePageToken(value: string): string | undefined {
-  if (value === "") return undefined;
-  const cursor = Buffer.from(value, "base64url").toString("utf8");
-  if (cursor === "" || Buffer.from(cursor, "utf8").toString("base64url") !== value) {
-    throw new InvalidInput("page_token is not one this service issued", "page_token", "PAGE_TOKEN_INVALID");
-  }
-  return cursor;
+/** Page tokens of ListDeliveries: the store's cursor, bound to the query it continues. */
+interface PageToken {
+  /** Statuses, sorted proto numbers. */
+  readonly s: readonly number[];
+  /** Order: "a" ascending, "d" descending. */
+  readonly o: "a" | "d";
+  /** The store's cursor. */
+  readonly c: string;
 }
 
-export function formatPageToken(cursor: string | undefined): string {
-  return cursor === undefined ? "" : Buffer.from(cursor, "utf8").toString("base64url");
+const STATUS_NAMES: { readonly [n: number]: DeliveryStatus } = { 1: "READY", 2: "ACTIVE", 3: "COLLECTED", 4: "COMPLETED", 5: "CANCELLED" };
+const STATUS_NUMBERS = Object.fromEntries(Object.entries(STATUS_NAMES).map(([n, name]) => [name, Number(n)])) as { readonly [S in DeliveryStatus]: number };
+
+/** A set of statuses (order and repeats do not matter); UNSPECIFIED or unknown values are refused. */
+export function parseStatuses(values: readonly number[], field = "statuses"): DeliveryStatus[] {
+  const set = new Set<DeliveryStatus>();
+  for (const value of values) {
+    const name = STATUS_NAMES[value];
+    if (!name) throw new InvalidInput(`${field} may hold READY, ACTIVE, COLLECTED, COMPLETED or CANCELLED, got ${value}`, field);
+    set.add(name);
+  }
+  return [...set].sort((a, b) => STATUS_NUMBERS[a] - STATUS_NUMBERS[b]);
+}
+
+/** AIP-132 order_by on created_at: "" or "created_at" (oldest first), "created_at desc" (newest first). */
+export function parseOrderBy(value: string): "asc" | "desc" {
+  const words = value.trim().split(/\s+/).filter(Boolean);
+  if (words.length === 0) return "asc";
+  if (words[0] === "created_at" && words.length <= 2) {
+    if (words.length === 1 || words[1] === "asc") return "asc";
+    if (words[1] === "desc") return "desc";
+  }
+  throw new InvalidInput(`order_by must be "created_at" or "created_at desc", got "${value}"`, "order_by");
+}
+
+function encodeToken(token: PageToken): string {
+  return Buffer.from(JSON.stringify(token), "utf8").toString("base64url");
+}
+
+function decodeToken(value: string): PageToken | undefined {
+  try {
+    const token = JSON.parse(Buffer.from(value, "base64url").toString("utf8")) as PageToken;
+    const valid =
+      encodeToken(token) === value &&
+      Array.isArray(token.s) &&
+      token.s.every((n) => Number.isInteger(n)) &&
+      (token.o === "a" || token.o === "d") &&
+      typeof token.c === "string" &&
+      token.c !== "";
+    return valid ? token : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The query of a ListDeliveries request (without its page size); the token must come from the same query. */
+export function parseListQuery(r: { statuses: readonly number[]; orderBy: string; pageToken: string }): Omit<ListQuery, "limit"> {
+  const { statuses, order } = parseFields({ statuses: () => parseStatuses(r.statuses), order: () => parseOrderBy(r.orderBy) });
+  if (r.pageToken === "") return { statuses, order };
+  const token = decodeToken(r.pageToken);
+  if (!token) throw new InvalidInput("page_token is not one this service issued", "page_token", "PAGE_TOKEN_INVALID");
+  const numbers = statuses.map((s) => STATUS_NUMBERS[s]);
+  if (token.o !== (order === "asc" ? "a" : "d") || token.s.join(",") !== numbers.join(",")) {
+    throw new InvalidInput("page_token belongs to another query (statuses or order_by differ)", "page_token", "PAGE_TOKEN_MISMATCH");
+  }
+  return { statuses, order, cursor: token.c };
+}
+
+export function formatPageToken(query: Omit<ListQuery, "limit">, cursor: string | undefined): string {
+  if (cursor === undefined) return "";
+  return encodeToken({ s: query.statuses.map((s) => STATUS_NUMBERS[s]), o: query.order === "asc" ? "a" : "d", c: cursor });
 }
 
 interface CommandRequest {

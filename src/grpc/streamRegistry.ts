@@ -1,6 +1,6 @@
 import type { ServerDuplexStream, ServerWritableStream } from "@grpc/grpc-js";
 import type { Logger } from "../logger.js";
-import { ShuttingDown } from "./conditions.js";
+import { ShuttingDown, type StreamCredentialsExpired } from "./conditions.js";
 import { toServiceError } from "./errorStatus.js";
 
 type OpenStream = ServerWritableStream<unknown, unknown> | ServerDuplexStream<unknown, unknown>;
@@ -14,8 +14,8 @@ type OpenStream = ServerWritableStream<unknown, unknown> | ServerDuplexStream<un
 export interface StreamRegistry {
   /** Registers a stream until it finishes, fails or is cancelled. */
   track(call: OpenStream): void;
-  /** Ends one stream with UNAVAILABLE (SHUTTING_DOWN), at most once. */
-  end(call: OpenStream, reason?: ShuttingDown): void;
+  /** Ends one stream with UNAVAILABLE (SHUTTING_DOWN), or UNAUTHENTICATED when its credential expired; at most once. */
+  end(call: OpenStream, reason?: ShuttingDown | StreamCredentialsExpired): void;
   /** Ends every open stream; later tracked streams are ended at once. */
   endAll(): void;
   readonly size: number;
@@ -26,7 +26,7 @@ export function createStreamRegistry(logger: Logger): StreamRegistry {
   const ended = new WeakSet<OpenStream>();
   let closing = false;
 
-  const end = (call: OpenStream, reason = new ShuttingDown()) => {
+  const end = (call: OpenStream, reason: ShuttingDown | StreamCredentialsExpired = new ShuttingDown()) => {
     if (ended.has(call)) return;
     ended.add(call);
     open.delete(call);

@@ -54,8 +54,12 @@ export function createWatchHandler({ hub, logger, registry }: WatchHandlerDeps):
       })
       .then(
         (handle) => {
-          if (call.cancelled) handle.close();
-          else call.on("cancelled", () => handle.close());
+          // Ended from outside the hub too (credentials expired: the stream registry ended it): unregister.
+          if (call.cancelled || call.writableEnded) handle.close();
+          else {
+            call.on("cancelled", () => handle.close());
+            call.on("error", () => handle.close());
+          }
         },
         (error: unknown) => call.emit("error", toServiceError(error, logger)),
       );

@@ -1,7 +1,7 @@
 /**
  * Domain <-> generated proto messages. Used by the gRPC layer (responses) and
- * by the stores (records are kept as the proto's canonical JSON, readable in
- * redis-cli and evolvable with the schema).
+ * by the stores (the Redis store keeps events as StoredEvent protobuf, see
+ * src/store/redis/codec.ts; its migration reads release 1 JSON).
  */
 import type { Delivery, DeliveryEvent, DeliveryEventData, DeliveryStatus, RecordedEvent } from "../domain/index.js";
 import * as pb from "../gen/delivery/v1/delivery.js";
@@ -71,7 +71,7 @@ export function fromProtoDelivery(p: pb.Delivery): Delivery {
   };
 }
 
-function toProtoKind(data: DeliveryEventData): pb.DeliveryEvent["kind"] {
+export function toProtoKind(data: DeliveryEventData): pb.DeliveryEvent["kind"] {
   switch (data.type) {
     case "created":
       return { $case: "created", created: { budget: big(data.budgetMinor), notes: data.notes } };
@@ -98,7 +98,7 @@ function toProtoKind(data: DeliveryEventData): pb.DeliveryEvent["kind"] {
   }
 }
 
-function fromProtoKind(kind: pb.DeliveryEvent["kind"]): DeliveryEventData {
+export function fromProtoKind(kind: pb.DeliveryEvent["kind"]): DeliveryEventData {
   switch (kind?.$case) {
     case "created":
       return { type: "created", budgetMinor: num(kind.created.budget), notes: kind.created.notes };

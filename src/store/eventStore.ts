@@ -4,10 +4,14 @@
  *
  * Errors: a store that cannot be reached throws StoreUnavailable; a malformed
  * cursor throws InvalidInput. Nothing else is expected.
+ *
+ * Retention (optional): a COMPLETED or CANCELLED delivery is gone, for every
+ * read, once retainFinishedForMs have passed since its last event (by the
+ * store's clock); its keys and index entries are deleted with it.
  */
-import type { Delivery, DeliveryState, RecordedEvent } from "../domain/index.js";
+import type { Delivery, DeliveryState, DeliveryStatus, RecordedEvent } from "../domain/index.js";
 
-/** What an earlier command with the same request key produced. */
+/** What an earlier command with the same request_id produced. */
 export interface PriorRequest {
   readonly version: number;
   readonly fingerprint: string;
@@ -15,17 +19,17 @@ export interface PriorRequest {
 
 export interface LoadedDelivery {
   readonly state: DeliveryState;
-  /** Set when requestKey was given and already recorded on this delivery. */
+  /** Set when requestId was given and already recorded on this delivery. */
   readonly prior?: PriorRequest;
 }
 
 export interface AppendInput {
-  /** The event (its version must be expectedVersion + 1) and the state after it. */
+  /** The event (its version must be expectedVersion + 1; its requestId the client's, or "") and the state after it. */
   readonly record: RecordedEvent;
   readonly expectedVersion: number;
-  /** Deduplicates retries: recorded with the version this append produces. */
-  readonly requestKey: string;
-  /** Tells a retry of the same command from a different command reusing the key. */
+  /** The status the command was decided on (feed and index entries). */
+  readonly previousStatus: DeliveryState["status"];
+  /** Tells a retry of the same command from a different command reusing the request_id. */
   readonly fingerprint: string;
 }
 
@@ -34,28 +38,42 @@ export type AppendResult =
   | { readonly outcome: "conflict"; readonly currentVersion: number }
   | { readonly outcome: "duplicate"; readonly prior: PriorRequest };
 
+export interface ListQuery {
+  /** Current statuses to list; empty for every delivery. */
+  readonly statuses: readonly DeliveryStatus[];
+  /** By creation time (then id), oldest or newest first. */
+  readonly order: "asc" | "desc";
+  /** From a previous page of the same query. */
+  readonly cursor?: string;
+  readonly limit: number;
+}
+
 export interface DeliveryPage {
+  /** Every one in a listed status when read; possibly fewer than the limit on any page. */
   readonly deliveries: readonly Delivery[];
   /** Absent on the last page. */
   readonly nextCursor?: string;
 }
 
 export interface EventStore {
-  /** Current state, and the outcome of requestKey if it was already used; one round trip. */
-  load(deliveryId: string, requestKey?: string): Promise<LoadedDelivery>;
+  /** Current state, and the outcome of the client's requestId if it was already used; one round trip. */
+  load(deliveryId: string, requestId?: string): Promise<LoadedDelivery>;
   /**
    * Atomically: unless the stored version differs from expectedVersion or the
-   * request key is already recorded, append the event, store the state after
-   * it, record the request key, index a new delivery, and publish the update.
+   * request_id is already recorded, append the event, record the request,
+   * move the delivery between status indexes, add a feed entry, and publish
+   * the update. Safe to resend after a lost reply (a private key dedupes it).
    */
   append(input: AppendInput): Promise<AppendResult>;
   /** The event at a version and the state after it. */
   readAt(deliveryId: string, version: number): Promise<RecordedEvent | undefined>;
   /** Up to `limit` events with versions above afterVersion, ascending. */
   readAfter(deliveryId: string, afterVersion: number, limit: number): Promise<readonly RecordedEvent[]>;
-  /** Deliveries in creation order, each exactly once across pages. */
-  list(cursor: string | undefined, limit: number): Promise<DeliveryPage>;
+  /** A page of deliveries by status and creation order; each listed once per walk. */
+  list(query: ListQuery): Promise<DeliveryPage>;
   /** Current versions (0 for unknown) of several deliveries in one round trip. */
   currentVersions(deliveryIds: readonly string[]): Promise<number[]>;
+  /** Deletes finished deliveries whose retention is over (a no-op without retention); how many. */
+  sweep(): Promise<number>;
   close(): Promise<void>;
 }

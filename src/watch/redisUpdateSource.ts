@@ -1,7 +1,7 @@
 import type { Redis } from "ioredis";
 import type { RecordedEvent } from "../domain/index.js";
 import type { Logger } from "../logger.js";
-import { decodeUpdateJson } from "../mapping/protoMapping.js";
+import { decodeUpdate } from "../store/redis/codec.js";
 import type { RedisKeys } from "../store/redis/keys.js";
 import { callRedis } from "../store/redis/redisErrors.js";
 import type { UpdateSource } from "./updateSource.js";
@@ -9,14 +9,16 @@ import type { UpdateSource } from "./updateSource.js";
 export interface RedisUpdateSourceDeps {
   /** A connection for this source alone (it enters subscriber mode), created with autoResubscribe: false. */
   readonly subscriber: Redis;
-  readonly keys: RedisKeys;
+  /** The store's keys, or how to get them once its layout is known (the partition count names the channels). */
+  readonly keys: RedisKeys | (() => Promise<RedisKeys>);
   readonly logger: Logger;
   /** How soon a failed re-subscription on a live connection is tried again. */
   readonly resubscribeRetryMs?: number;
 }
 
 /**
- * Redis Pub/Sub with one subscriber connection per process. Channels are
+ * Sharded Redis Pub/Sub (SSUBSCRIBE; the append script SPUBLISHes on the
+ * delivery's slot) with one subscriber connection per process. Channels are
  * re-subscribed here, not by ioredis: ioredis emits 'ready' before its own
  * re-subscription is acknowledged, and watchers must catch up only after it.
  */
@@ -25,13 +27,15 @@ export function createRedisUpdateSource({ subscriber, keys, logger, resubscribeR
   let onUpdate: (deliveryId: string, record: RecordedEvent) => void = () => {};
   let onResubscribed: () => void = () => {};
   let everReady = subscriber.status === "ready";
+  let known: RedisKeys | undefined = typeof keys === "function" ? undefined : keys;
 
-  subscriber.on("message", (channel: string, message: string) => {
-    const id = keys.idFromChannel(channel);
+  subscriber.on("smessageBuffer", (channelBytes: Buffer, message: Buffer) => {
+    const channel = channelBytes.toString();
+    const id = known?.idFromChannel(channel);
     if (id === undefined || !wanted.has(id)) return;
     let record: RecordedEvent;
     try {
-      record = decodeUpdateJson(message);
+      record = decodeUpdate(message);
     } catch (error) {
       logger.error({ err: error, channel }, "undecodable update; watchers will repair from the log");
       return;
@@ -47,8 +51,8 @@ export function createRedisUpdateSource({ subscriber, keys, logger, resubscribeR
   const restore = () => {
     clearTimeout(retryTimer);
     retryTimer = undefined;
-    const channels = [...wanted].map(keys.channel);
-    const resubscribe = channels.length > 0 ? subscriber.subscribe(...channels) : Promise.resolve();
+    const channels = known ? [...wanted].map((id) => known!.channel(id)) : [];
+    const resubscribe = channels.length > 0 ? subscriber.ssubscribe(...channels) : Promise.resolve();
     resubscribe.then(
       () => {
         logger.info({ channels: channels.length }, "subscriptions restored");
@@ -79,11 +83,13 @@ export function createRedisUpdateSource({ subscriber, keys, logger, resubscribeR
       // up. Forgetting it here would also drop a later subscribe of the same
       // channel, made after an unsubscribe while this one was in flight.
       wanted.add(deliveryId);
-      await callRedis(() => subscriber.subscribe(keys.channel(deliveryId)));
+      if (!known && typeof keys === "function") known = await keys();
+      await callRedis(() => subscriber.ssubscribe(known!.channel(deliveryId)));
     },
     unsubscribe(deliveryId) {
       wanted.delete(deliveryId);
-      subscriber.unsubscribe(keys.channel(deliveryId)).catch(() => {
+      if (!known) return;
+      subscriber.sunsubscribe(known.channel(deliveryId)).catch(() => {
         // A dropped connection forgets its subscriptions anyway.
       });
     },

@@ -53,24 +53,24 @@ export const HISTORY_TO: { readonly [S in StateName]: readonly DeliveryCommand[]
 };
 
 /** An event at a version, as the application would stamp it. */
-export function eventAt(deliveryId: string, version: number, data: DeliveryEventData, requestId = ""): DeliveryEvent {
-  return { deliveryId, version, occurredAtMs: T0_MS + (version - 1) * STEP_MS, requestId, actor: "", data };
+export function eventAt(deliveryId: string, version: number, data: DeliveryEventData, requestId = "", startMs = T0_MS): DeliveryEvent {
+  return { deliveryId, version, occurredAtMs: startMs + (version - 1) * STEP_MS, requestId, actor: "", data };
 }
 
 /** Decides a command and records it on top of a state; throws if the command is rejected. */
-export function recordOn(deliveryId: string, state: DeliveryState, command: DeliveryCommand, requestId = ""): RecordedEvent {
+export function recordOn(deliveryId: string, state: DeliveryState, command: DeliveryCommand, requestId = "", startMs = T0_MS): RecordedEvent {
   const decided = decide(deliveryId, command, state);
   if (decided instanceof DomainError) throw new Error(`test history rejected ${command.type}: ${decided.message}`);
-  const event = eventAt(deliveryId, state.version + 1, decided, requestId);
+  const event = eventAt(deliveryId, state.version + 1, decided, requestId, startMs);
   return { event, delivery: evolve(state, event) };
 }
 
-/** The records a history of commands produces, from the initial state. */
-export function recordsOf(deliveryId: string, commands: readonly DeliveryCommand[]): RecordedEvent[] {
+/** The records a history of commands produces, from the initial state; the first at startMs, then one a STEP_MS. */
+export function recordsOf(deliveryId: string, commands: readonly DeliveryCommand[], startMs = T0_MS): RecordedEvent[] {
   const records: RecordedEvent[] = [];
   let state: DeliveryState = initialState;
   for (const command of commands) {
-    const record = recordOn(deliveryId, state, command);
+    const record = recordOn(deliveryId, state, command, "", startMs);
     records.push(record);
     state = record.delivery;
   }

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DeliveryServiceClient } from "../../src/gen/delivery/v1/delivery.js";
 import { connectRedis, testRedisUrl } from "../support/redis.js";
 import { call, startTestService, type TestService } from "../support/testServer.js";
-import { deliveryKeys, STATUS } from "./e2e.support.js";
+import { deliveryKeys, indexedCount, STATUS } from "./e2e.support.js";
 
 let service: TestService;
 let clients: DeliveryServiceClient[];
@@ -67,7 +67,7 @@ describe("20 concurrent StartDelivery on one delivery", () => {
       [1n, "created"],
       [2n, "started"],
     ]);
-    expect(await redis.xlen(deliveryKeys(service.keyPrefix, id).events)).toBe(2);
+    expect(await redis.llen(deliveryKeys(service.keyPrefix, id).log)).toBe(2);
   });
 });
 
@@ -136,24 +136,24 @@ describe("concurrent commands with the same expected_version", () => {
     );
 
     expect(tally(results)).toEqual({ OK: 1, ABORTED: 9 });
-    expect(await redis.xlen(deliveryKeys(service.keyPrefix, "race-expected").events)).toBe(2);
+    expect(await redis.llen(deliveryKeys(service.keyPrefix, "race-expected").log)).toBe(2);
   });
 });
 
 describe("concurrent creates", () => {
   it("of one id let exactly one through; the rest fail with ALREADY_EXISTS and it is indexed once", async () => {
-    const indexBefore = await redis.xlen(`${service.keyPrefix}deliveries`);
+    const indexBefore = await indexedCount(redis, service.keyPrefix);
 
     const results = await Promise.allSettled(
       Array.from({ length: 20 }, (_, i) => call(clientFor(i), "createDelivery", { deliveryId: "race-create", budget: BigInt(i) })),
     );
 
     expect(tally(results)).toEqual({ OK: 1, ALREADY_EXISTS: 19 });
-    expect(await redis.xlen(`${service.keyPrefix}deliveries`)).toBe(indexBefore + 1);
+    expect(await indexedCount(redis, service.keyPrefix)).toBe(indexBefore + 1);
   });
 
   it("without an id but with one request_id all return the same delivery, created once", async () => {
-    const indexBefore = await redis.xlen(`${service.keyPrefix}deliveries`);
+    const indexBefore = await indexedCount(redis, service.keyPrefix);
 
     const responses = await Promise.all(
       Array.from({ length: 20 }, (_, i) => call(clientFor(i), "createDelivery", { budget: 99n, requestId: "double-click" })),
@@ -161,7 +161,7 @@ describe("concurrent creates", () => {
 
     expect(new Set(responses.map((r) => r.delivery?.id)).size).toBe(1);
     for (const response of responses) expect(response).toEqual(responses[0]);
-    expect(await redis.xlen(deliveryKeys(service.keyPrefix, responses[0]!.delivery!.id).events)).toBe(1);
-    expect(await redis.xlen(`${service.keyPrefix}deliveries`)).toBe(indexBefore + 1);
+    expect(await redis.llen(deliveryKeys(service.keyPrefix, responses[0]!.delivery!.id).log)).toBe(1);
+    expect(await indexedCount(redis, service.keyPrefix)).toBe(indexBefore + 1);
   });
 });

@@ -30,7 +30,7 @@ afterAll(async () => {
 });
 
 const snapshot = () => redisSnapshot(redis, service.keyPrefix);
-const eventCount = (id: string) => redis.xlen(deliveryKeys(service.keyPrefix, id).events);
+const eventCount = (id: string) => redis.llen(deliveryKeys(service.keyPrefix, id).log);
 
 describe("a retried create", () => {
   it("with a client id returns the original response and writes nothing", async () => {

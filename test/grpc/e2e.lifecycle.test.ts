@@ -236,12 +236,13 @@ describe("a delivery picked up and delivered in two parts", () => {
     expect(listed).toEqual([]);
   });
 
-  it("is stored as a stream whose entry ids are the versions, and a state hash at version 5", async () => {
+  it("is stored as a log of five events, indexed as COMPLETED, with five feed entries", async () => {
     const keys = deliveryKeys(service.keyPrefix, id);
 
-    const entries = await redis.xrange(keys.events, "-", "+");
-    expect(entries.map(([entryId]) => entryId)).toEqual(["1-0", "2-0", "3-0", "4-0", "5-0"]);
-    expect(await redis.hget(keys.state, "version")).toBe("5");
+    expect(await redis.llen(keys.log)).toBe(5);
+    expect(await redis.zrange(keys.index("COMPLETED"), "0", "-1")).toContain(`${String(created()!.getTime()).padStart(13, "0")}${id}`);
+    const feed = (await redis.xrange(keys.feed, "-", "+")).filter(([, fields]) => fields[1] === id);
+    expect(feed.map(([, fields]) => fields[3])).toEqual(["1", "2", "3", "4", "5"]);
   });
 });
 

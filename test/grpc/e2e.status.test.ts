@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DeliveryServiceClient } from "../../src/gen/delivery/v1/delivery.js";
 import { connectRedis, testRedisUrl } from "../support/redis.js";
 import { call, startTestService, type TestService } from "../support/testServer.js";
-import { deliveryIn, expectStatus, keysUnder, redisSnapshot, type StatusName } from "./e2e.support.js";
+import { deliveryIn, deliveryKeys, expectStatus, redisSnapshot, type StatusName } from "./e2e.support.js";
 
 let service: TestService;
 let client: DeliveryServiceClient;
@@ -81,7 +81,8 @@ describe("NOT_FOUND", () => {
     const error = await expectRejectedWithoutWrites(run, status.NOT_FOUND);
 
     expect(error.details).toContain(UNKNOWN);
-    expect(await keysUnder(redis, `${service.keyPrefix}delivery:{${UNKNOWN}}`)).toEqual([]);
+    const unknown = deliveryKeys(service.keyPrefix, UNKNOWN);
+    expect(await redis.exists(unknown.log, unknown.requests)).toBe(0);
   });
 
   it("answers IncreaseBudget with expected_version 1 on an unknown delivery with NOT_FOUND", async () => {

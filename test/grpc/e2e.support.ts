@@ -8,6 +8,7 @@ import { type ServiceError, status } from "@grpc/grpc-js";
 import type { Redis } from "ioredis";
 import { expect } from "vitest";
 import { type DeliveryServiceClient, DeliveryStatus } from "../../src/gen/delivery/v1/delivery.js";
+import { createRedisKeys, type DeliveryKeys, INDEXED_STATUSES } from "../../src/store/redis/keys.js";
 import { rejectionOf } from "../support/async.js";
 import { type DecodedStatus, statusDetailsOf } from "../support/statusDetails.js";
 import { call } from "../support/testServer.js";
@@ -67,10 +68,8 @@ export async function keysUnder(redis: Redis, prefix: string): Promise<string[]>
 
 export interface RedisSnapshot {
   readonly keys: string[];
-  /** DUMP of every key: equal dumps mean equal contents (stream entries, hash fields). */
+  /** DUMP of every key: equal dumps mean equal contents (lists, hashes, index sets, feeds). */
   readonly dumps: Record<string, string | undefined>;
-  /** XLEN of the index stream. */
-  readonly indexLength: number;
 }
 
 /** What is stored under a prefix, precise enough that "unchanged" means "nothing was written". */
@@ -78,15 +77,22 @@ export async function redisSnapshot(redis: Redis, prefix: string): Promise<Redis
   const keys = await keysUnder(redis, prefix);
   const dumps: Record<string, string | undefined> = {};
   for (const key of keys) dumps[key] = (await redis.dumpBuffer(key))?.toString("hex");
-  return { keys, dumps, indexLength: await redis.xlen(`${prefix}deliveries`) };
+  return { keys, dumps };
 }
 
-export function deliveryKeys(prefix: string, id: string) {
-  return {
-    events: `${prefix}delivery:{${id}}:events`,
-    state: `${prefix}delivery:{${id}}:state`,
-    requests: `${prefix}delivery:{${id}}:requests`,
-  };
+/** A delivery's keys in storage layout 2 (the test service's store uses the default partitions). */
+export function deliveryKeys(prefix: string, id: string): DeliveryKeys {
+  return createRedisKeys(prefix).delivery(id);
+}
+
+/** How many deliveries the status indexes hold under a prefix. */
+export async function indexedCount(redis: Redis, prefix: string): Promise<number> {
+  const keys = createRedisKeys(prefix);
+  let count = 0;
+  for (let p = 0; p < keys.partitions; p++) {
+    for (const status of INDEXED_STATUSES) count += await redis.zcard(keys.partition(p).index(status));
+  }
+  return count;
 }
 
 export type StatusName = "READY" | "ACTIVE" | "COLLECTED" | "COMPLETED" | "CANCELLED";

@@ -4,6 +4,7 @@
  * happen. The service talks to a private Redis through a TCP proxy, so a
  * Pub/Sub message can be lost on purpose.
  */
+import { createRedisKeys } from "../../src/store/redis/keys.js";
 import { randomBytes } from "node:crypto";
 import { Metadata } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -64,6 +65,7 @@ describe("the endpoint", () => {
       delivery_pubsub_messages_total: "counter",
       delivery_watch_gaps_repaired_total: "counter",
       delivery_redis_errors_total: "counter",
+      delivery_auth_denied_total: "counter",
     });
     // Node's default process metrics.
     expect(types.get("process_cpu_user_seconds_total")).toBe("counter");
@@ -151,7 +153,7 @@ describe("watches", () => {
     try {
       await watcher.first;
       const before = (await metrics()).value("delivery_watch_gaps_repaired_total");
-      const dropped = proxy.dropNextMessage(`${service.keyPrefix}delivery:{${id}}`);
+      const dropped = proxy.dropNextMessage(createRedisKeys(service.keyPrefix).channel(id));
       await startDelivery(id);
       await within(dropped, "the proxy to drop the Pub/Sub message", 5_000);
       // Only the safety net (or the next message) can bring version 2 now: it comes from the log.

@@ -44,7 +44,6 @@ export async function buildService(): Promise<Build> {
   for (const [from, to] of [
     ["src/store/redis/lua", "store/redis/lua"],
     ["src/gen/descriptor_set.binpb", "gen/descriptor_set.binpb"],
-    ["src/grpc/reflection/proto", "grpc/reflection/proto"],
   ] as const) {
     cpSync(path.join(ROOT, from), path.join(out, to), { recursive: true });
   }

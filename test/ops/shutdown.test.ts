@@ -14,6 +14,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { DeliveryServiceClient, DeliveryStatus, type GetDeliveryResponse } from "../../src/gen/delivery/v1/delivery.js";
 import { rejectionOf } from "../support/async.js";
 import { createDelivery, getDelivery } from "../support/deliveries.js";
+import { createRedisKeys } from "../../src/store/redis/keys.js";
 import { statusDetailsOf } from "../support/statusDetails.js";
 import { type HealthClient, healthClient, type ServingStatus, transitions } from "../support/health.js";
 import { type RedisServerHandle, startRedisServer } from "../support/redisServer.js";
@@ -97,7 +98,8 @@ describe("SIGTERM with three watches open and a GetDelivery in flight", () => {
     await healthWatch.until("SERVING");
 
     // Only the read of heldId's state is held; watches and everything else flow.
-    const hold = proxy.holdRequests((chunk) => chunk.includes(`{${heldId}}:state`));
+    const heldLog = createRedisKeys().delivery(heldId).log;
+    const hold = proxy.holdRequests((chunk) => chunk.includes(heldLog));
     const call = getDelivery(client, heldId, 15_000);
     const callSettled = Promise.allSettled([call]).then(([result]) => result!);
     await hold.held;

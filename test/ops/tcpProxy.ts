@@ -5,7 +5,7 @@
  * - holdRequests(match): the first client->Redis chunk that matches (and all
  *   later bytes of that connection) is held until release(); `held` resolves
  *   when it arrived. A request is then provably in flight in the service.
- * - dropNextMessage(channel): the next Pub/Sub message on a channel is removed
+ * - dropNextMessage(channel): the next sharded Pub/Sub message on a channel is removed
  *   from the Redis->client stream, the way a subscriber that silently misses
  *   a message would see it.
  *
@@ -62,7 +62,7 @@ export async function startTcpProxy(targetPort: number, targetHost = "127.0.0.1"
       chunk = chunk.subarray(skipped);
     }
     if (drop && chunk.length > 0) {
-      // (*3|>3)\r\n$7\r\nmessage\r\n$<len>\r\n<channel>\r\n$<len>\r\n<payload>\r\n
+      // (*3|>3)\r\n$8\r\nsmessage\r\n$<len>\r\n<channel>\r\n$<len>\r\n<payload>\r\n (sharded Pub/Sub)
       const found = chunk.indexOf(drop.header);
       const start = found - 4;
       const kind = found >= 4 ? chunk.subarray(start, found).toString("latin1") : "";
@@ -130,7 +130,7 @@ export async function startTcpProxy(targetPort: number, targetHost = "127.0.0.1"
     dropNextMessage(channel) {
       if (drop) throw new Error("tcpProxy: one drop at a time");
       const name = Buffer.from(channel);
-      const header = Buffer.concat([Buffer.from(`$7\r\nmessage\r\n$${name.length}\r\n`), name, Buffer.from("\r\n$")]);
+      const header = Buffer.concat([Buffer.from(`$8\r\nsmessage\r\n$${name.length}\r\n`), name, Buffer.from("\r\n$")]);
       return new Promise<void>((resolve) => {
         drop = { header, dropped: resolve };
       });

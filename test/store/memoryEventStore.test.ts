@@ -1,4 +1,4 @@
 import { createMemoryEventStore } from "../../src/store/memory/memoryEventStore.js";
 import { eventStoreContract } from "./eventStoreContract.js";
 
-eventStoreContract("memory", async () => ({ store: createMemoryEventStore(), cleanup: async () => {} }));
+eventStoreContract("memory", async (options = {}) => ({ store: createMemoryEventStore(options), cleanup: async () => {} }));

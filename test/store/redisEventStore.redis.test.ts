@@ -1,19 +1,22 @@
 /**
- * What only the Redis adapter has: the stored layout, the publication from
- * the append script, the script's guard under a real race, and connection
- * handling. Everything else is in the contract suite.
+ * What only the Redis adapter has: the stored layout (2), the publications
+ * from the append script, the script's guard under a real race, and
+ * connection handling. Everything else is in the contract suite.
  */
 import { createServer } from "node:net";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { StoreUnavailable } from "../../src/domain/index.js";
-import { decodeDeliveryJson, decodeEventJson, decodeUpdateJson } from "../../src/mapping/protoMapping.js";
 import type { AppendResult, EventStore } from "../../src/store/eventStore.js";
+import { decodeStoredEvent, decodeUpdate } from "../../src/store/redis/codec.js";
+import { createRedisKeys, DEFAULT_PARTITIONS } from "../../src/store/redis/keys.js";
 import { createRedisConnection } from "../../src/store/redis/redisConnection.js";
-import { createRedisEventStore } from "../../src/store/redis/redisEventStore.js";
+import { createRedisEventStore, StoreLayoutError } from "../../src/store/redis/redisEventStore.js";
+import { hashSlot } from "../../src/store/redis/slots.js";
 import { cmd, recordOn, recordsOf } from "../domain/deliveryScenario.js";
+import { keysUnder } from "../grpc/e2e.support.js";
 import { connectRedis, testRedisUrl, uniquePrefix } from "../support/redis.js";
-import { appendAll, FOUR_EVENTS, fingerprintOf, requestKeyOf } from "./eventStoreContract.js";
+import { appendAll, FOUR_EVENTS, fingerprintOf, requestKeyOf, stored, withRequestId } from "./eventStoreContract.js";
 
 const DEADLINE_MS = 5_000;
 
@@ -26,17 +29,17 @@ function fieldsOf(fields: string[]): Record<string, string> {
 
 /** Messages on one channel, awaited one at a time with a deadline (no sleeps). */
 class ChannelMessages {
-  private readonly queued: { channel: string; message: string }[] = [];
+  private readonly queued: { channel: string; message: Buffer }[] = [];
   private waiter: (() => void) | undefined;
 
   constructor(subscriber: Redis) {
-    subscriber.on("message", (channel: string, message: string) => {
-      this.queued.push({ channel, message });
+    subscriber.on("smessageBuffer", (channel: Buffer, message: Buffer) => {
+      this.queued.push({ channel: channel.toString(), message });
       this.waiter?.();
     });
   }
 
-  async next(): Promise<{ channel: string; message: string }> {
+  async next(): Promise<{ channel: string; message: Buffer }> {
     const deadline = Date.now() + DEADLINE_MS;
     while (this.queued.length === 0) {
       const left = deadline - Date.now();
@@ -72,74 +75,114 @@ describe("redis event store: Redis specifics", () => {
     store = createRedisEventStore({ redis, keyPrefix: prefix });
   });
 
+  const keys = () => createRedisKeys(prefix, DEFAULT_PARTITIONS);
+
   describe("stored layout", () => {
-    it("keeps one stream entry per event, with entry id <version>-0 and readable event and delivery JSON", async () => {
-      const records = recordsOf("d1", FOUR_EVENTS);
-      await appendAll(store, records);
+    it("records the layout and the partition count at first start", async () => {
+      await store.load("d1");
 
-      const entries = (await redis.xrange(`${prefix}delivery:{d1}:events`, "-", "+")) as [string, string[]][];
-
-      expect(entries.map(([id]) => id)).toEqual(["1-0", "2-0", "3-0", "4-0"]);
-      entries.forEach(([, fields], i) => {
-        const entry = fieldsOf(fields);
-        expect(Object.keys(entry).sort()).toEqual(["delivery", "event"]);
-        expect(decodeEventJson(entry.event!)).toEqual(records[i]!.event);
-        expect(decodeDeliveryJson(entry.delivery!)).toEqual(records[i]!.delivery);
-      });
-      // Readable as is in redis-cli: the proto's canonical JSON.
-      const third = fieldsOf(entries[2]![1]);
-      expect(JSON.parse(third.event!)).toMatchObject({
-        deliveryId: "d1",
-        version: "3",
-        productsPickedUp: { purchasePrice: "100", quantity: "5" },
-      });
-      expect(JSON.parse(third.delivery!)).toMatchObject({
-        id: "d1",
-        status: "DELIVERY_STATUS_COLLECTED",
-        budget: "500",
-        purchasePrice: "100",
-        quantity: "5",
-        version: "3",
-      });
+      expect(await redis.hgetall(`${prefix}meta`)).toEqual({ layout: "2", partitions: String(DEFAULT_PARTITIONS) });
+      // A later start with another setting keeps the recorded count.
+      const other = createRedisEventStore({ redis, keyPrefix: prefix, partitions: 3 });
+      expect((await other.open()).partitions).toBe(DEFAULT_PARTITIONS);
     });
 
-    it("keeps the current version and delivery in the state hash", async () => {
-      const records = recordsOf("d1", FOUR_EVENTS);
-      await appendAll(store, records);
-      const state = await redis.hgetall(`${prefix}delivery:{d1}:state`);
-      expect(Object.keys(state).sort()).toEqual(["delivery", "version"]);
-      expect(state.version).toBe("4");
-      expect(decodeDeliveryJson(state.delivery!)).toEqual(records[3]!.delivery);
-      const lastEntry = (await redis.xrange(`${prefix}delivery:{d1}:events`, "4-0", "4-0")) as [string, string[]][];
-      expect(state.delivery).toBe(fieldsOf(lastEntry[0]![1]).delivery);
+    it("refuses a Redis written by release 1, naming the migration", async () => {
+      await redis.xadd(`${prefix}deliveries`, "*", "id", "old-1");
+      const refused = createRedisEventStore({ redis, keyPrefix: prefix });
+
+      const error = await refused.open().then(() => undefined, (e: unknown) => e);
+
+      expect(error).toBeInstanceOf(StoreLayoutError);
+      expect((error as Error).message).toContain("npm run migrate");
+      expect(await redis.exists(`${prefix}meta`)).toBe(0);
     });
 
-    it("records each request key with its version and fingerprint", async () => {
-      await appendAll(store, recordsOf("d1", FOUR_EVENTS));
-      expect(await redis.hgetall(`${prefix}delivery:{d1}:requests`)).toEqual(
-        Object.fromEntries([1, 2, 3, 4].map((v) => [requestKeyOf(v), `${v}:${fingerprintOf(v)}`])),
+    it("refuses a layout it does not know", async () => {
+      await redis.hset(`${prefix}meta`, "layout", "3", "partitions", "16");
+
+      await expect(createRedisEventStore({ redis, keyPrefix: prefix }).open()).rejects.toThrow(/layout 3/);
+    });
+
+    it("keeps one List element per event (StoredEvent protobuf) and the request ids beside them", async () => {
+      const records = stored(recordsOf("d1", FOUR_EVENTS));
+      await appendAll(store, records);
+      const k = keys().delivery("d1");
+
+      const entries = await redis.lrangeBuffer(k.log, 0, -1);
+      expect(entries).toHaveLength(4);
+      entries.forEach((bytes, i) => expect(decodeStoredEvent(bytes, "d1", i + 1, requestKeyOf(i + 1))).toEqual(records[i]!.event));
+      expect(await redis.hgetall(k.requests)).toEqual(
+        Object.fromEntries(records.map((r) => [`r${requestKeyOf(r.event.version)}`, `${r.event.version}:${fingerprintOf(r.event.version)}`])),
       );
     });
 
-    it("indexes a delivery once, at creation, and writes no key outside its prefix's layout", async () => {
-      await appendAll(store, recordsOf("d1", FOUR_EVENTS));
-      await appendAll(store, recordsOf("d2", [cmd.create(5)]));
-      const index = (await redis.xrange(`${prefix}deliveries`, "-", "+")) as [string, string[]][];
-      expect(index.map(([, fields]) => fieldsOf(fields))).toEqual([{ id: "d1" }, { id: "d2" }]);
+    it("keeps a private key per append without a request_id, so a resent append is a duplicate", async () => {
+      const [created] = recordsOf("d1", [cmd.create(5)]);
+      await store.append({ record: created!, expectedVersion: 0, previousStatus: "NONE", fingerprint: "fp" });
 
-      const keys: string[] = [];
-      let cursor = "0";
-      do {
-        const [next, batch] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-        keys.push(...batch);
-        cursor = next;
-      } while (cursor !== "0");
-      expect(keys.sort()).toEqual(
-        [
-          `${prefix}deliveries`,
-          ...["d1", "d2"].flatMap((id) => ["events", "requests", "state"].map((k) => `${prefix}delivery:{${id}}:${k}`)),
-        ].sort(),
-      );
+      const fields = Object.keys(await redis.hgetall(keys().delivery("d1").requests));
+      expect(fields).toHaveLength(1);
+      expect(fields[0]).toMatch(/^a[A-Za-z0-9_-]{8}$/);
+    });
+
+    it("indexes a delivery under its current status only, with a member that sorts by creation", async () => {
+      const records = recordsOf("d1", FOUR_EVENTS);
+      await appendAll(store, records);
+      const k = keys().delivery("d1");
+
+      for (const status of ["READY", "ACTIVE", "COMPLETED", "CANCELLED"] as const) expect(await redis.zcard(k.index(status))).toBe(0);
+      expect(await redis.zrange(k.index("COLLECTED"), "0", "-1")).toEqual([`${String(records[0]!.event.occurredAtMs).padStart(13, "0")}d1`]);
+    });
+
+    it("adds one feed entry per event with the status before and after and the event type", async () => {
+      const records = recordsOf("d1", FOUR_EVENTS);
+      await appendAll(store, records);
+
+      const entries = (await redis.xrange(keys().delivery("d1").feed, "-", "+")) as [string, string[]][];
+      expect(entries.map(([, fields]) => fieldsOf(fields))).toEqual([
+        { d: "d1", v: "1", s: "01", t: "c" },
+        { d: "d1", v: "2", s: "12", t: "s" },
+        { d: "d1", v: "3", s: "23", t: "p" },
+        { d: "d1", v: "4", s: "33", t: "b" },
+      ]);
+    });
+
+    it("trims feed entries older than the feed retention with the append, by the appender's clock", async () => {
+      let clock = 1_000_000;
+      const short = createRedisEventStore({ redis, keyPrefix: prefix, feedRetentionMs: 60_000, now: () => clock });
+      await appendAll(short, recordsOf("d1", [cmd.create(1)]));
+      clock += 60_001;
+      await appendAll(short, recordsOf("d2", [cmd.create(1)]));
+
+      const feed = (await redis.xrange(keys().delivery("d1").feed, "-", "+")) as [string, string[]][];
+      const sameFeed = keys().delivery("d1").feed === keys().delivery("d2").feed;
+      // d1 and d2 may live in different partitions; in its own partition each feed holds what is recent.
+      expect(feed.map(([, f]) => fieldsOf(f).d)).toEqual(sameFeed ? ["d2"] : ["d1"]);
+    });
+
+    it("writes no key outside the layout", async () => {
+      await appendAll(store, recordsOf("d1", FOUR_EVENTS));
+      await appendAll(store, recordsOf("d2", [cmd.create(1), cmd.cancel("no")]));
+      const k = keys();
+
+      const expected = [
+        k.meta,
+        ...["d1", "d2"].flatMap((id) => [k.delivery(id).log, k.delivery(id).requests, k.delivery(id).feed]),
+        k.delivery("d1").index("COLLECTED"),
+        k.delivery("d2").index("CANCELLED"),
+      ];
+      expect(await keysUnder(redis, prefix)).toEqual([...new Set(expected)].sort());
+    });
+
+    it("spreads partitions over the slots, and keeps every key of a delivery in one slot", () => {
+      const k = keys();
+      const slots = Array.from({ length: k.partitions }, (_, p) => hashSlot(k.partition(p).feed)).sort((a, b) => a - b);
+      // Evenly spaced: each partition's slot in its own sixteenth of 0..16383.
+      slots.forEach((slot, p) => expect(Math.floor((slot * k.partitions) / 16_384)).toBe(p));
+      const d = k.delivery("some-delivery");
+      const all = [d.log, d.requests, d.feed, d.expiry, d.index("READY"), d.channel, d.partitionChannel].map(hashSlot);
+      expect(new Set(all).size).toBe(1);
     });
   });
 
@@ -154,42 +197,40 @@ describe("redis event store: Redis specifics", () => {
       await subscriber.quit();
     });
 
-    it("publishes {event, delivery} on the delivery's channel for each append, and nothing for a rejected one", async () => {
-      const channel = `${prefix}delivery:{d1}`;
+    it("publishes the WatchDelivery message on the delivery's channel for each append, and nothing for a rejected one", async () => {
+      const channel = keys().channel("d1");
       const messages = new ChannelMessages(subscriber);
-      await subscriber.subscribe(channel); // resolves on the acknowledgement
-      const records = recordsOf("d1", FOUR_EVENTS);
+      await subscriber.ssubscribe(channel); // resolves on the acknowledgement
+      const records = stored(recordsOf("d1", FOUR_EVENTS));
 
       await appendAll(store, records.slice(0, 1));
       const first = await messages.next();
       expect(first.channel).toBe(channel);
-      const parsed = JSON.parse(first.message) as Record<string, unknown>;
-      expect(Object.keys(parsed).sort()).toEqual(["delivery", "event"]);
-      const entry = (await redis.xrange(`${prefix}delivery:{d1}:events`, "1-0", "1-0")) as [string, string[]][];
-      const stored = fieldsOf(entry[0]![1]);
-      expect(parsed.event).toEqual(JSON.parse(stored.event!));
-      expect(parsed.delivery).toEqual(JSON.parse(stored.delivery!));
-      expect(decodeUpdateJson(first.message)).toEqual(records[0]);
+      expect(decodeUpdate(first.message)).toEqual(records[0]);
 
       // A conflict and a duplicate publish nothing: the next message is version 2.
-      const conflict = await store.append({ record: records[1]!, expectedVersion: 0, requestKey: "other", fingerprint: "fp" });
+      const conflict = await store.append({ record: records[1]!, expectedVersion: 0, previousStatus: "NONE", fingerprint: "fp" });
       expect(conflict.outcome).toBe("conflict");
-      const duplicate = await store.append({ record: records[1]!, expectedVersion: 1, requestKey: requestKeyOf(1), fingerprint: "fp" });
+      const duplicate = await store.append({ record: withRequestId(records[1]!, requestKeyOf(1)), expectedVersion: 1, previousStatus: "READY", fingerprint: "fp" });
       expect(duplicate.outcome).toBe("duplicate");
       await appendAll(store, records.slice(1, 2));
       const second = await messages.next();
-      expect(decodeUpdateJson(second.message)).toEqual(records[1]);
+      expect(decodeUpdate(second.message)).toEqual(records[1]);
     });
 
-    it("publishes on each delivery's own channel", async () => {
+    it("publishes on each delivery's own channel, and the feed entry id on the partition's", async () => {
       const messages = new ChannelMessages(subscriber);
-      await subscriber.subscribe(`${prefix}delivery:{d2}`);
+      await subscriber.ssubscribe(keys().channel("d2"), keys().delivery("d2").partitionChannel);
       await appendAll(store, recordsOf("d1", [cmd.create(1)]));
-      const d2 = recordsOf("d2", [cmd.create(2)]);
+      const d2 = stored(recordsOf("d2", [cmd.create(2)]));
       await appendAll(store, d2);
-      const message = await messages.next();
-      expect(message.channel).toBe(`${prefix}delivery:{d2}`);
-      expect(decodeUpdateJson(message.message)).toEqual(d2[0]);
+
+      const received = [await messages.next(), await messages.next()];
+      const byChannel = new Map(received.map((m) => [m.channel, m.message]));
+      expect(decodeUpdate(byChannel.get(keys().channel("d2"))!)).toEqual(d2[0]);
+      const feedId = byChannel.get(keys().delivery("d2").partitionChannel)!.toString();
+      const [entry] = (await redis.xrange(keys().delivery("d2").feed, feedId, feedId)) as [string, string[]][];
+      expect(fieldsOf(entry![1])).toMatchObject({ d: "d2", v: "1" });
     });
   });
 
@@ -222,17 +263,18 @@ describe("redis event store: Redis specifics", () => {
 
       const results = await Promise.all(
         contenders.map((record, i) =>
-          stores[i % stores.length]!.append({ record, expectedVersion: 1, requestKey: `race-${i}`, fingerprint: `fp-${i}` }),
+          stores[i % stores.length]!.append({ record: withRequestId(record, `race-${i}`), expectedVersion: 1, previousStatus: "READY", fingerprint: `fp-${i}` }),
         ),
       );
 
       expect(tally(results)).toEqual({ appended: 1, conflicts: CONTENDERS - 1 });
       for (const r of results) if (r.outcome === "conflict") expect(r.currentVersion).toBe(2);
-      const winner = contenders[results.findIndex((r) => r.outcome === "appended")]!;
-      expect(await redis.xlen(`${prefix}delivery:{d1}:events`)).toBe(2);
+      const index = results.findIndex((r) => r.outcome === "appended");
+      const winner = withRequestId(contenders[index]!, `race-${index}`);
+      expect(await redis.llen(keys().delivery("d1").log)).toBe(2);
       expect((await store.load("d1")).state).toEqual(winner.delivery);
-      expect(await store.readAfter("d1", 0, 100)).toEqual([created, winner]);
-      expect(await redis.hlen(`${prefix}delivery:{d1}:requests`)).toBe(2);
+      expect(await store.readAfter("d1", 0, 100)).toEqual([withRequestId(created!, requestKeyOf(1)), winner]);
+      expect(await redis.hlen(keys().delivery("d1").requests)).toBe(2);
     });
 
     it(`lets exactly one of ${CONTENDERS} creations of the same delivery in, and indexes it once`, async () => {
@@ -240,15 +282,16 @@ describe("redis event store: Redis specifics", () => {
 
       const results = await Promise.all(
         contenders.map((record, i) =>
-          stores[i % stores.length]!.append({ record, expectedVersion: 0, requestKey: `create-${i}`, fingerprint: `fp-${i}` }),
+          stores[i % stores.length]!.append({ record, expectedVersion: 0, previousStatus: "NONE", fingerprint: `fp-${i}` }),
         ),
       );
 
       expect(tally(results)).toEqual({ appended: 1, conflicts: CONTENDERS - 1 });
       const winner = contenders[results.findIndex((r) => r.outcome === "appended")]!;
       expect((await store.load("d1")).state).toEqual(winner.delivery);
-      expect(await redis.xlen(`${prefix}deliveries`)).toBe(1);
-      expect((await store.list(undefined, 100)).deliveries).toEqual([winner.delivery]);
+      expect(await redis.zcard(keys().delivery("d1").index("READY"))).toBe(1);
+      expect(await redis.xlen(keys().delivery("d1").feed)).toBe(1);
+      expect((await store.list({ statuses: [], order: "asc", limit: 100 })).deliveries).toEqual([winner.delivery]);
     });
   });
 
@@ -282,10 +325,10 @@ describe("redis event store: Redis specifics", () => {
         const [created] = recordsOf("d1", [cmd.create(1)]);
         await expect(unreachable.load("d1")).rejects.toBeInstanceOf(StoreUnavailable);
         await expect(
-          unreachable.append({ record: created!, expectedVersion: 0, requestKey: "r", fingerprint: "f" }),
+          unreachable.append({ record: created!, expectedVersion: 0, previousStatus: "NONE", fingerprint: "f" }),
         ).rejects.toBeInstanceOf(StoreUnavailable);
         await expect(unreachable.readAfter("d1", 0, 10)).rejects.toBeInstanceOf(StoreUnavailable);
-        await expect(unreachable.list(undefined, 10)).rejects.toBeInstanceOf(StoreUnavailable);
+        await expect(unreachable.list({ statuses: [], order: "asc", limit: 10 })).rejects.toBeInstanceOf(StoreUnavailable);
         await expect(unreachable.currentVersions(["d1"])).rejects.toBeInstanceOf(StoreUnavailable);
       } finally {
         down.disconnect();

@@ -8,7 +8,7 @@ import type { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
 import type { Delivery, DeliveryEvent, RecordedEvent } from "../../src/domain/index.js";
 import { silentLogger } from "../../src/logger.js";
-import { encodeDeliveryJson, encodeEventJson } from "../../src/mapping/protoMapping.js";
+import { encodeUpdate } from "../../src/store/redis/codec.js";
 import { createRedisKeys } from "../../src/store/redis/keys.js";
 import { createRedisUpdateSource } from "../../src/watch/redisUpdateSource.js";
 import { waitUntil } from "../support/async.js";
@@ -18,12 +18,12 @@ class FakeSubscriber extends EventEmitter {
   status = "ready";
   readonly subscribeCalls: { channels: string[]; reply: Deferred<number> }[] = [];
   readonly unsubscribed: string[] = [];
-  subscribe(...channels: string[]): Promise<number> {
+  ssubscribe(...channels: string[]): Promise<number> {
     const reply = deferred<number>();
     this.subscribeCalls.push({ channels, reply });
     return reply.promise;
   }
-  unsubscribe(...channels: string[]): Promise<number> {
+  sunsubscribe(...channels: string[]): Promise<number> {
     this.unsubscribed.push(...channels);
     return Promise.resolve(0);
   }
@@ -31,7 +31,7 @@ class FakeSubscriber extends EventEmitter {
 
 const keys = createRedisKeys("t:fake:");
 
-function update(deliveryId: string, version: number): string {
+function update(deliveryId: string, version: number): Buffer {
   const event: DeliveryEvent = {
     deliveryId,
     version,
@@ -53,7 +53,7 @@ function update(deliveryId: string, version: number): string {
     createdAtMs: 1_700_000_000_000,
     updatedAtMs: 1_700_000_000_000,
   };
-  return `{"event":${encodeEventJson(event)},"delivery":${encodeDeliveryJson(delivery)}}`;
+  return encodeUpdate({ event, delivery });
 }
 
 function setup() {
@@ -82,7 +82,7 @@ describe("Redis update source", () => {
     subscriber.subscribeCalls[0]!.reply.reject(new Error("Connection is closed."));
     await expect(first).rejects.toThrow();
 
-    subscriber.emit("message", keys.channel("d1"), update("d1", 2));
+    subscriber.emit("smessageBuffer", Buffer.from(keys.channel("d1")), update("d1", 2));
     expect(received.map((r) => r.event.version)).toEqual([2]);
   });
 
@@ -128,12 +128,12 @@ describe("Redis update source", () => {
     subscriber.subscribeCalls[0]!.reply.resolve(1);
     await subscribed;
     source.unsubscribe("d1");
-    subscriber.emit("message", keys.channel("d1"), update("d1", 2));
+    subscriber.emit("smessageBuffer", Buffer.from(keys.channel("d1")), update("d1", 2));
     const again = source.subscribe("d2");
     subscriber.subscribeCalls[1]!.reply.resolve(1);
     await again;
-    subscriber.emit("message", keys.channel("d2"), "{not json");
-    subscriber.emit("message", keys.channel("d2"), update("d2", 5));
+    subscriber.emit("smessageBuffer", Buffer.from(keys.channel("d2")), Buffer.from([0x0a, 0x7f]));
+    subscriber.emit("smessageBuffer", Buffer.from(keys.channel("d2")), update("d2", 5));
     expect(received.map((r) => [r.event.deliveryId, r.event.version])).toEqual([["d2", 5]]);
     expect(subscriber.unsubscribed).toEqual([keys.channel("d1")]);
   });

@@ -59,7 +59,7 @@ describe("WatchDelivery when Pub/Sub loses messages", () => {
 
     // Each kill waits for the subscriber to be back in subscriber mode, so every kill hits it.
     const subscriberIsBack = async () =>
-      (await admin.pubsub("NUMSUB", ...ids.map((id) => channelOf(service, id)))).every((v, i) => i % 2 === 0 || v === 1);
+      (await admin.pubsub("SHARDNUMSUB", ...ids.map((id) => channelOf(service, id)))).every((v, i) => i % 2 === 0 || v === 1);
     const killSubscriber = async () => {
       await waitUntil(subscriberIsBack, "the subscriber to re-subscribe");
       return Number(await admin.call("CLIENT", "KILL", "TYPE", "pubsub"));

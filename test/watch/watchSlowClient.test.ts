@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import { status } from "@grpc/grpc-js";
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -37,7 +36,7 @@ async function appendIncreases(store: EventStore, deliveryId: string, count: num
       const record: RecordedEvent = { event, delivery: evolve(delivery, event) };
       // One connection, in order: each append finds the version the previous one left.
       appends.push(
-        store.append({ record, expectedVersion: delivery.version, requestKey: randomUUID(), fingerprint: "bulk" }).then((r) => {
+        store.append({ record, expectedVersion: delivery.version, previousStatus: delivery.status, fingerprint: "bulk" }).then((r) => {
           if (r.outcome !== "appended") throw new Error(`append of version ${event.version}: ${r.outcome}`);
         }),
       );

@@ -25,7 +25,7 @@ describe("WatchDelivery subscriptions", () => {
 
   /** Subscriber counts per channel, as Redis sees them. */
   async function numsub(ids: readonly string[]): Promise<number[]> {
-    const reply = (await admin.pubsub("NUMSUB", ...ids.map((id) => keys.channel(id)))) as (string | number)[];
+    const reply = (await admin.pubsub("SHARDNUMSUB", ...ids.map((id) => keys.channel(id)))) as (string | number)[];
     return reply.filter((_, i) => i % 2 === 1).map(Number);
   }
 

@@ -1,5 +1,13 @@
-import { initialState, InvalidInput, type RecordedEvent } from "../../domain/index.js";
-import type { AppendResult, EventStore, PriorRequest } from "../eventStore.js";
+import {
+  type Delivery,
+  type DeliveryState,
+  type DeliveryStatus,
+  initialState,
+  InvalidInput,
+  isTerminal,
+  type RecordedEvent,
+} from "../../domain/index.js";
+import type { AppendResult, DeliveryPage, EventStore, PriorRequest } from "../eventStore.js";
 
 interface StoredDelivery {
   readonly log: RecordedEvent[];
@@ -7,32 +15,54 @@ interface StoredDelivery {
 }
 
 export interface MemoryEventStoreDeps {
-  /** Called after each append, in version order, like the Redis script's PUBLISH. */
+  /** Called after each append, in version order, like the Redis script's publication. */
   readonly onAppended?: (record: RecordedEvent) => void;
+  /** Finished deliveries are gone this long after their last event; undefined keeps them. */
+  readonly retainFinishedForMs?: number;
+  readonly now?: () => number;
+}
+
+const CURSOR = /^\d{13}[A-Za-z0-9_-]{1,64}$/;
+
+/** The same order as the Redis index members: creation time, then id. */
+function orderKey(delivery: Delivery): string {
+  return String(delivery.createdAtMs).padStart(13, "0") + delivery.id;
 }
 
 /**
  * The whole store in this process: for running without Redis (one replica,
  * nothing kept after exit). Records are immutable, so they are shared, not copied.
  */
-export function createMemoryEventStore({ onAppended }: MemoryEventStoreDeps = {}): EventStore {
+export function createMemoryEventStore({ onAppended, retainFinishedForMs, now = Date.now }: MemoryEventStoreDeps = {}): EventStore {
   const deliveries = new Map<string, StoredDelivery>();
-  const creationOrder: string[] = [];
 
-  const current = (id: string) => deliveries.get(id)?.log.at(-1);
+  const isDue = (state: DeliveryState): boolean =>
+    retainFinishedForMs !== undefined && state.status !== "NONE" && isTerminal(state.status) && state.updatedAtMs + retainFinishedForMs <= now();
+
+  /** The stored delivery, unless its retention is over (then it is deleted). */
+  const live = (id: string): StoredDelivery | undefined => {
+    const stored = deliveries.get(id);
+    const last = stored?.log.at(-1);
+    if (last && isDue(last.delivery)) {
+      deliveries.delete(id);
+      return undefined;
+    }
+    return stored;
+  };
 
   return {
-    async load(deliveryId, requestKey) {
-      const stored = deliveries.get(deliveryId);
+    async load(deliveryId, requestId) {
+      const stored = live(deliveryId);
       const state = stored?.log.at(-1)?.delivery ?? initialState;
-      const prior = requestKey === undefined ? undefined : stored?.requests.get(requestKey);
+      const prior = requestId === undefined ? undefined : stored?.requests.get(requestId);
       return prior ? { state, prior } : { state };
     },
 
-    async append({ record, expectedVersion, requestKey, fingerprint }): Promise<AppendResult> {
+    async append({ record, expectedVersion, fingerprint }): Promise<AppendResult> {
       const id = record.event.deliveryId;
-      let stored = deliveries.get(id);
-      const prior = stored?.requests.get(requestKey);
+      let stored = live(id);
+      const { requestId } = record.event;
+      const prior = requestId ? stored?.requests.get(requestId) : undefined;
       if (prior) return { outcome: "duplicate", prior };
       const currentVersion = stored?.log.length ?? 0;
       if (currentVersion !== expectedVersion) return { outcome: "conflict", currentVersion };
@@ -42,36 +72,53 @@ export function createMemoryEventStore({ onAppended }: MemoryEventStoreDeps = {}
       if (!stored) {
         stored = { log: [], requests: new Map() };
         deliveries.set(id, stored);
-        creationOrder.push(id);
       }
       stored.log.push(record);
-      stored.requests.set(requestKey, { version: record.event.version, fingerprint });
+      if (requestId) stored.requests.set(requestId, { version: record.event.version, fingerprint });
       onAppended?.(record);
       return { outcome: "appended" };
     },
 
     async readAt(deliveryId, version) {
-      return deliveries.get(deliveryId)?.log[version - 1];
+      return live(deliveryId)?.log[version - 1];
     },
 
     async readAfter(deliveryId, afterVersion, limit) {
-      return deliveries.get(deliveryId)?.log.slice(afterVersion, afterVersion + limit) ?? [];
+      return live(deliveryId)?.log.slice(afterVersion, afterVersion + limit) ?? [];
     },
 
-    async list(cursor, limit) {
-      let start = 0;
-      if (cursor !== undefined) {
-        if (!/^\d{1,15}$/.test(cursor)) throw new InvalidInput("page_token is not one this service issued", "page_token", "PAGE_TOKEN_INVALID");
-        start = Number(cursor);
+    async list({ statuses, order, cursor, limit }): Promise<DeliveryPage> {
+      if (cursor !== undefined && !CURSOR.test(cursor)) {
+        throw new InvalidInput("page_token is not one this service issued", "page_token", "PAGE_TOKEN_INVALID");
       }
-      const ids = creationOrder.slice(start, start + limit);
-      const deliveries = ids.flatMap((id) => current(id)?.delivery ?? []);
-      const end = start + ids.length;
-      return end < creationOrder.length ? { deliveries, nextCursor: String(end) } : { deliveries };
+      const allowed = new Set<DeliveryStatus>(statuses);
+      const matching: [key: string, delivery: Delivery][] = [];
+      for (const id of [...deliveries.keys()]) {
+        const delivery = live(id)?.log.at(-1)?.delivery;
+        if (!delivery || (allowed.size > 0 && !allowed.has(delivery.status))) continue;
+        const key = orderKey(delivery);
+        if (cursor !== undefined && (order === "asc" ? key <= cursor : key >= cursor)) continue;
+        matching.push([key, delivery]);
+      }
+      matching.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      if (order === "desc") matching.reverse();
+      const page = matching.slice(0, limit);
+      const last = page.at(-1);
+      const result = page.map(([, delivery]) => delivery);
+      return matching.length > limit && last ? { deliveries: result, nextCursor: last[0] } : { deliveries: result };
     },
 
     async currentVersions(deliveryIds) {
-      return deliveryIds.map((id) => current(id)?.event.version ?? 0);
+      return deliveryIds.map((id) => deliveries.get(id)?.log.length ?? 0);
+    },
+
+    async sweep() {
+      let deleted = 0;
+      for (const id of [...deliveries.keys()]) {
+        const had = deliveries.has(id);
+        if (had && !live(id)) deleted++;
+      }
+      return deleted;
     },
 
     async close() {},

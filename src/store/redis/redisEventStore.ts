@@ -1,82 +1,197 @@
-import type { Redis } from "ioredis";
-import { type Delivery, type DeliveryState, initialState, InvalidInput, type RecordedEvent } from "../../domain/index.js";
-import { decodeDeliveryJson, decodeEventJson, encodeDeliveryJson, encodeEventJson } from "../../mapping/protoMapping.js";
-import type { AppendInput, AppendResult, DeliveryPage, EventStore, LoadedDelivery, PriorRequest } from "../eventStore.js";
-import { createRedisKeys } from "./keys.js";
+/**
+ * The Redis event store, storage layout 2 (keys.ts has the layout). One
+ * round trip per read, one atomic script per append, on a single Redis or a
+ * Redis Cluster (every key of one command shares its partition's slot).
+ */
+import { randomBytes } from "node:crypto";
+import type { Cluster, Redis } from "ioredis";
+import {
+  type Delivery,
+  type DeliveryState,
+  type DeliveryStatus,
+  initialState,
+  InvalidInput,
+  isTerminal,
+  type RecordedEvent,
+} from "../../domain/index.js";
+import type { AppendResult, DeliveryPage, EventStore, ListQuery, LoadedDelivery, PriorRequest } from "../eventStore.js";
+import {
+  encodeStoredEvent,
+  encodeUpdate,
+  EVENT_CODES,
+  foldLog,
+  foldState,
+  idOfIndexMember,
+  indexMember,
+  requestField,
+  requestIdsByVersion,
+  STATUS_BY_CODE,
+  statusCode,
+} from "./codec.js";
+import { createRedisKeys, DEFAULT_PARTITIONS, INDEXED_STATUSES, type IndexedStatus, type RedisKeys } from "./keys.js";
 import { callRedis } from "./redisErrors.js";
 import { registerScripts } from "./scripts.js";
 
+export const LAYOUT_VERSION = "2";
+export const DEFAULT_FEED_RETENTION_MS = 7 * 24 * 3600 * 1000;
+
+/** The store cannot serve this Redis as it is (an older or newer layout): the service must not start. */
+export class StoreLayoutError extends Error {}
+
 export interface RedisEventStoreDeps {
   /** A command connection; the store never closes a connection it was given. */
-  readonly redis: Redis;
+  readonly redis: Redis | Cluster;
   /** Namespaces every key and channel (tests use a random one). */
   readonly keyPrefix?: string;
+  /** Partitions of a new store; an existing store keeps the number it recorded. */
+  readonly partitions?: number;
+  readonly feedRetentionMs?: number;
+  /** Finished deliveries are deleted this long after their last event; undefined keeps them. */
+  readonly retainFinishedForMs?: number;
+  readonly now?: () => number;
 }
 
-const STREAM_ID = /^(\d{1,20})-(\d{1,20})$/;
-const U64_MAX = 2n ** 64n - 1n;
-
-/** A stream ID Redis accepts after "(": both parts within 64 bits and not the very last ID. */
-function isCursor(cursor: string): boolean {
-  const match = STREAM_ID.exec(cursor);
-  if (!match) return false;
-  const ms = BigInt(match[1]!);
-  const seq = BigInt(match[2]!);
-  return ms <= U64_MAX && seq <= U64_MAX && !(ms === U64_MAX && seq === U64_MAX);
+export interface RedisEventStore extends EventStore {
+  /** Reads (or, on an empty Redis, records) the layout; rejects with StoreLayoutError on data it cannot serve. */
+  open(): Promise<RedisKeys>;
 }
+
+const CURSOR = /^\d{13}[A-Za-z0-9_-]{1,64}$/;
+const SWEEP_BATCH = 100;
 
 function parsePrior(value: string): PriorRequest {
   const colon = value.indexOf(":");
   return { version: Number(value.slice(0, colon)), fingerprint: value.slice(colon + 1) };
 }
 
-type StreamEntry = [id: string, fields: string[]];
-
-function recordFromEntry([, fields]: StreamEntry): RecordedEvent {
-  let event: string | undefined;
-  let delivery: string | undefined;
-  for (let i = 0; i < fields.length; i += 2) {
-    if (fields[i] === "event") event = fields[i + 1];
-    else if (fields[i] === "delivery") delivery = fields[i + 1];
+/** Reads the layout of an existing store, or records a new one; shared with the migration. */
+export async function openLayout(redis: Redis | Cluster, keyPrefix: string, partitions: number): Promise<RedisKeys> {
+  const probe = createRedisKeys(keyPrefix, 1);
+  let meta = await callRedis(() => redis.hgetall(probe.meta));
+  if (meta.layout === undefined) {
+    if ((await callRedis(() => redis.exists(probe.legacyIndex))) === 1) {
+      throw new StoreLayoutError(
+        "this Redis holds data of storage layout 1 (release 0.1); run `npm run migrate` (with the same Redis settings) before starting this release",
+      );
+    }
+    // A migration in progress has recorded its partitions but not yet the layout.
+    if (meta.migrating !== undefined) {
+      throw new StoreLayoutError("a migration to storage layout 2 is in progress; let `npm run migrate` finish (it resumes where it stopped)");
+    }
+    await callRedis(() => redis.hsetnx(probe.meta, "partitions", String(partitions)));
+    await callRedis(() => redis.hsetnx(probe.meta, "layout", LAYOUT_VERSION));
+    meta = await callRedis(() => redis.hgetall(probe.meta));
   }
-  if (event === undefined || delivery === undefined) throw new Error("log entry lacks event or delivery");
-  return { event: decodeEventJson(event), delivery: decodeDeliveryJson(delivery) };
+  if (meta.layout !== LAYOUT_VERSION) {
+    throw new StoreLayoutError(`this Redis holds storage layout ${meta.layout}; this release reads layout ${LAYOUT_VERSION} only`);
+  }
+  return createRedisKeys(keyPrefix, Number(meta.partitions));
 }
 
-export function createRedisEventStore({ redis, keyPrefix = "" }: RedisEventStoreDeps): EventStore {
-  const keys = createRedisKeys(keyPrefix);
+export function createRedisEventStore({
+  redis,
+  keyPrefix = "",
+  partitions = DEFAULT_PARTITIONS,
+  feedRetentionMs = DEFAULT_FEED_RETENTION_MS,
+  retainFinishedForMs,
+  now = Date.now,
+}: RedisEventStoreDeps): RedisEventStore {
   const runScript = registerScripts(redis);
 
-  /** Several HGETs sent together (auto-pipelined on the service's connection): one round trip. */
-  function hgetMany(fields: readonly (readonly [key: string, field: string])[]): Promise<(string | null)[]> {
-    return callRedis(() => Promise.all(fields.map(([key, field]) => redis.hget(key, field))));
+  // The layout is read once; while Redis is unreachable every call tries again.
+  let opened: Promise<RedisKeys> | undefined;
+  const keys = (): Promise<RedisKeys> => {
+    opened ??= openLayout(redis, keyPrefix, partitions).catch((error: unknown) => {
+      opened = undefined;
+      throw error;
+    });
+    return opened;
+  };
+
+  const isDue = (state: DeliveryState): boolean =>
+    retainFinishedForMs !== undefined && state.status !== "NONE" && isTerminal(state.status) && state.updatedAtMs + retainFinishedForMs <= now();
+
+  async function remove(k: RedisKeys, delivery: Delivery): Promise<boolean> {
+    const d = k.delivery(delivery.id);
+    const member = indexMember(delivery);
+    const deleted = await callRedis(() =>
+      runScript(
+        "deleteDelivery",
+        [d.log, d.requests, d.index(delivery.status as IndexedStatus), d.expiry],
+        [`${statusCode(delivery.status)}${member}`, member, String(now())],
+      ),
+    );
+    return deleted === 1;
+  }
+
+  /** The whole log of each id, one round trip. */
+  function logs(k: RedisKeys, ids: readonly string[]): Promise<Buffer[][]> {
+    return callRedis(() => Promise.all(ids.map((id) => redis.lrangeBuffer(k.delivery(id).log, 0, -1))));
+  }
+
+  /** Records from version 1 up to `until` (inclusive), with their request ids; one round trip. */
+  async function recordsUntil(k: RedisKeys, deliveryId: string, until: number): Promise<RecordedEvent[]> {
+    const d = k.delivery(deliveryId);
+    const [entries, requests] = await callRedis(() =>
+      Promise.all([redis.lrangeBuffer(d.log, 0, until - 1), redis.hgetall(d.requests)]),
+    );
+    const records = foldLog(deliveryId, entries, requestIdsByVersion(requests));
+    const last = records.at(-1);
+    return last && isDue(last.delivery) ? [] : records;
   }
 
   return {
-    async load(deliveryId, requestKey): Promise<LoadedDelivery> {
-      const k = keys.delivery(deliveryId);
-      const [stateJson, prior] = await hgetMany(
-        requestKey === undefined ? [[k.state, "delivery"]] : [[k.state, "delivery"], [k.requests, requestKey]],
+    open: keys,
+
+    async load(deliveryId, requestId): Promise<LoadedDelivery> {
+      const k = await keys();
+      const d = k.delivery(deliveryId);
+      const [entries, prior] = await callRedis(() =>
+        Promise.all([
+          redis.lrangeBuffer(d.log, 0, -1),
+          requestId === undefined ? Promise.resolve(null) : redis.hget(d.requests, requestField(requestId, true)),
+        ]),
       );
-      const state: DeliveryState = stateJson ? decodeDeliveryJson(stateJson) : initialState;
+      const state = foldState(deliveryId, entries);
+      // A delivery past its retention is gone: delete it now rather than at the next sweep.
+      if (isDue(state)) {
+        await remove(k, state as Delivery);
+        return { state: initialState };
+      }
       return prior ? { state, prior: parsePrior(prior) } : { state };
     },
 
-    async append({ record, expectedVersion, requestKey, fingerprint }): Promise<AppendResult> {
-      const id = record.event.deliveryId;
-      const k = keys.delivery(id);
-      const args = JSON.stringify({
-        id,
-        expectedVersion: String(expectedVersion),
-        version: String(record.event.version),
-        requestKey,
-        fingerprint,
-        event: encodeEventJson(record.event),
-        delivery: encodeDeliveryJson(record.delivery),
-        channel: keys.channel(id),
-      });
+    async append({ record, expectedVersion, previousStatus, fingerprint }): Promise<AppendResult> {
+      const k = await keys();
+      const { event, delivery } = record;
+      const d = k.delivery(event.deliveryId);
+      const before = previousStatus === "NONE" ? delivery.status : previousStatus;
+      const nowMs = now();
+      const due = retainFinishedForMs !== undefined && isTerminal(delivery.status) ? String(event.occurredAtMs + retainFinishedForMs) : "";
+      // Without a client request_id, a private key still makes a resent append (lost reply) a duplicate.
+      const field = event.requestId ? requestField(event.requestId, true) : requestField(randomBytes(6).toString("base64url"), false);
       const [outcome, value] = (await callRedis(() =>
-        runScript("appendEvent", [k.events, k.state, k.requests, keys.index], [args]),
+        runScript(
+          "appendEvent",
+          [d.log, d.requests, d.feed, d.index(before as IndexedStatus), d.index(delivery.status as IndexedStatus), d.expiry],
+          [
+            String(expectedVersion),
+            field,
+            fingerprint,
+            encodeStoredEvent(event),
+            event.deliveryId,
+            indexMember(delivery),
+            String(statusCode(previousStatus)),
+            String(statusCode(delivery.status)),
+            EVENT_CODES[event.data.type],
+            String(nowMs),
+            String(feedRetentionMs),
+            due,
+            d.channel,
+            encodeUpdate(record),
+            d.partitionChannel,
+          ],
+        ),
       )) as [string, string];
       switch (outcome) {
         case "appended":
@@ -91,38 +206,80 @@ export function createRedisEventStore({ redis, keyPrefix = "" }: RedisEventStore
     },
 
     async readAt(deliveryId, version) {
-      const entries = (await callRedis(() =>
-        redis.xrange(keys.delivery(deliveryId).events, `${version}-0`, `${version}-0`),
-      )) as StreamEntry[];
-      return entries[0] ? recordFromEntry(entries[0]) : undefined;
+      const records = await recordsUntil(await keys(), deliveryId, version);
+      return records.length === version ? records[version - 1] : undefined;
     },
 
     async readAfter(deliveryId, afterVersion, limit) {
-      const entries = (await callRedis(() =>
-        redis.xrange(keys.delivery(deliveryId).events, `(${afterVersion}-0`, "+", "COUNT", limit),
-      )) as StreamEntry[] | null;
-      // COUNT 0 replies nil.
-      return (entries ?? []).map(recordFromEntry);
+      if (limit <= 0) return [];
+      const records = await recordsUntil(await keys(), deliveryId, afterVersion + limit);
+      return records.slice(afterVersion);
     },
 
-    async list(cursor, limit): Promise<DeliveryPage> {
-      if (cursor !== undefined && !isCursor(cursor)) throw new InvalidInput("page_token is not one this service issued", "page_token", "PAGE_TOKEN_INVALID");
-      const start = cursor === undefined ? "-" : `(${cursor}`;
-      // One more than asked tells whether a next page exists.
-      const entries = (await callRedis(() => redis.xrange(keys.index, start, "+", "COUNT", limit + 1))) as StreamEntry[];
-      const page = entries.slice(0, limit);
-      const ids = page.map(([, fields]) => fields[1] ?? "");
-      const states = await hgetMany(ids.map((id) => [keys.delivery(id).state, "delivery"] as const));
+    async list({ statuses, order, cursor, limit }: ListQuery): Promise<DeliveryPage> {
+      if (cursor !== undefined && !CURSOR.test(cursor)) {
+        throw new InvalidInput("page_token is not one this service issued", "page_token", "PAGE_TOKEN_INVALID");
+      }
+      const k = await keys();
+      const wanted: readonly IndexedStatus[] = statuses.length > 0 ? (statuses as readonly IndexedStatus[]) : INDEXED_STATUSES;
+      const asc = order === "asc";
+      const from = cursor === undefined ? (asc ? "-" : "+") : `(${cursor}`;
+      const to = asc ? "+" : "-";
+      // limit + 1 from every (partition, status) index: the merge then knows whether a next page exists.
+      const ranges: Promise<string[]>[] = [];
+      for (let p = 0; p < k.partitions; p++) {
+        for (const status of wanted) {
+          const key = k.partition(p).index(status);
+          ranges.push(
+            asc
+              ? redis.zrange(key, from, to, "BYLEX", "LIMIT", 0, limit + 1)
+              : redis.zrange(key, from, to, "BYLEX", "REV", "LIMIT", 0, limit + 1),
+          );
+        }
+      }
+      const members = (await callRedis(() => Promise.all(ranges))).flat();
+      members.sort();
+      if (!asc) members.reverse();
+      const page = members.slice(0, limit);
+      const ids = page.map(idOfIndexMember);
+      const states = ids.length === 0 ? [] : await logs(k, ids);
+      const allowed = new Set<DeliveryStatus>(wanted);
       const deliveries: Delivery[] = [];
-      for (const json of states) if (json) deliveries.push(decodeDeliveryJson(json));
+      for (let i = 0; i < ids.length; i++) {
+        const state = foldState(ids[i]!, states[i]!);
+        // Pages follow the current status: one that moved out of the filter (or is past retention) is left out.
+        if (state.status !== "NONE" && allowed.has(state.status) && !isDue(state)) deliveries.push(state);
+      }
       const last = page.at(-1);
-      return entries.length > limit && last ? { deliveries, nextCursor: last[0] } : { deliveries };
+      return members.length > limit && last !== undefined ? { deliveries, nextCursor: last } : { deliveries };
     },
 
     async currentVersions(deliveryIds) {
       if (deliveryIds.length === 0) return [];
-      const versions = await hgetMany(deliveryIds.map((id) => [keys.delivery(id).state, "version"] as const));
-      return versions.map((v) => (v ? Number(v) : 0));
+      const k = await keys();
+      return callRedis(() => Promise.all(deliveryIds.map((id) => redis.llen(k.delivery(id).log))));
+    },
+
+    async sweep() {
+      if (retainFinishedForMs === undefined) return 0;
+      const k = await keys();
+      const nowMs = now();
+      let deleted = 0;
+      for (let p = 0; p < k.partitions; p++) {
+        const part = k.partition(p);
+        const due = await callRedis(() => redis.zrangebyscore(part.expiry, "-inf", nowMs, "LIMIT", 0, SWEEP_BATCH));
+        for (const expiryMember of due) {
+          const status = STATUS_BY_CODE[Number(expiryMember[0])];
+          const member = expiryMember.slice(1);
+          const id = idOfIndexMember(member);
+          if (!status) continue;
+          const result = await callRedis(() =>
+            runScript("deleteDelivery", [part.log(id), part.requests(id), part.index(status), part.expiry], [expiryMember, member, String(nowMs)]),
+          );
+          if (result === 1) deleted++;
+        }
+      }
+      return deleted;
     },
 
     async close() {

@@ -1,0 +1,96 @@
+/**
+ * The bytes of storage layout 2: events as StoredEvent protobuf (the request
+ * id and version live beside them, see keys.ts), state as the fold of its
+ * events, published updates as ready-made WatchDeliveryResponse bytes.
+ */
+import { type Delivery, type DeliveryEvent, type DeliveryEventData, type DeliveryState, evolve, initialState, type RecordedEvent } from "../../domain/index.js";
+import { StoredEvent } from "../../gen/delivery/storage/v2/records.js";
+import { WatchDeliveryResponse } from "../../gen/delivery/v1/delivery.js";
+import { fromProtoDelivery, fromProtoEvent, fromProtoKind, toProtoDelivery, toProtoEvent, toProtoKind } from "../../mapping/protoMapping.js";
+import { type IndexedStatus, STATUS_CODES } from "./keys.js";
+
+export function encodeStoredEvent(event: DeliveryEvent): Buffer {
+  return Buffer.from(
+    StoredEvent.encode({ occurredAtMs: BigInt(event.occurredAtMs), actor: event.actor, kind: toProtoKind(event.data) }).finish(),
+  );
+}
+
+export function decodeStoredEvent(bytes: Uint8Array, deliveryId: string, version: number, requestId: string): DeliveryEvent {
+  const stored = StoredEvent.decode(bytes);
+  return { deliveryId, version, occurredAtMs: Number(stored.occurredAtMs), requestId, actor: stored.actor, data: fromProtoKind(stored.kind) };
+}
+
+/** The request-hash field of a key: "r" + a client's request_id, "a" + a private one. */
+export function requestField(requestKey: string, fromClient: boolean): string {
+  return (fromClient ? "r" : "a") + requestKey;
+}
+
+/** version -> the client request_id recorded with it, from a request hash (HGETALL). */
+export function requestIdsByVersion(hash: Record<string, string>): Map<number, string> {
+  const byVersion = new Map<number, string>();
+  for (const [field, value] of Object.entries(hash)) {
+    if (!field.startsWith("r")) continue;
+    byVersion.set(Number(value.slice(0, value.indexOf(":"))), field.slice(1));
+  }
+  return byVersion;
+}
+
+/** Folds a log (ascending, from version 1) into records: each event with the state after it. */
+export function foldLog(deliveryId: string, entries: readonly Uint8Array[], requestIds: ReadonlyMap<number, string>): RecordedEvent[] {
+  const records: RecordedEvent[] = [];
+  let state: DeliveryState = initialState;
+  for (let i = 0; i < entries.length; i++) {
+    const version = i + 1;
+    const event = decodeStoredEvent(entries[i]!, deliveryId, version, requestIds.get(version) ?? "");
+    const delivery = evolve(state, event);
+    records.push({ event, delivery });
+    state = delivery;
+  }
+  return records;
+}
+
+/** The current state from a log, without building every record. */
+export function foldState(deliveryId: string, entries: readonly Uint8Array[]): DeliveryState {
+  let state: DeliveryState = initialState;
+  for (let i = 0; i < entries.length; i++) state = evolve(state, decodeStoredEvent(entries[i]!, deliveryId, i + 1, ""));
+  return state;
+}
+
+/** One published update: the WatchDelivery message itself, so watchers can be sent these bytes. */
+export function encodeUpdate(record: RecordedEvent): Buffer {
+  return Buffer.from(
+    WatchDeliveryResponse.encode({ delivery: toProtoDelivery(record.delivery), event: toProtoEvent(record.event) }).finish(),
+  );
+}
+
+export function decodeUpdate(bytes: Uint8Array): RecordedEvent {
+  const message = WatchDeliveryResponse.decode(bytes);
+  if (!message.delivery || !message.event) throw new Error("update lacks delivery or event");
+  return { event: fromProtoEvent(message.event), delivery: fromProtoDelivery(message.delivery) };
+}
+
+/** Index members sort by creation time, then id: "<created_at ms, 13 digits><id>". */
+export function indexMember(delivery: Pick<Delivery, "id" | "createdAtMs">): string {
+  return String(delivery.createdAtMs).padStart(13, "0") + delivery.id;
+}
+
+export function idOfIndexMember(member: string): string {
+  return member.slice(13);
+}
+
+export function statusCode(status: DeliveryState["status"]): number {
+  return status === "NONE" ? 0 : STATUS_CODES[status as IndexedStatus];
+}
+
+export const STATUS_BY_CODE: readonly (IndexedStatus | undefined)[] = [undefined, "READY", "ACTIVE", "COLLECTED", "COMPLETED", "CANCELLED"];
+
+/** One-letter event types in the feed (t). */
+export const EVENT_CODES: { readonly [T in DeliveryEventData["type"]]: string } = {
+  created: "c",
+  started: "s",
+  productsPickedUp: "p",
+  productsDelivered: "d",
+  budgetIncreased: "b",
+  cancelled: "x",
+};
+export const EVENT_BY_CODE = new Map(Object.entries(EVENT_CODES).map(([type, code]) => [code, type as DeliveryEventData["type"]]));
