@@ -3,7 +3,7 @@
  * client code (the generated DeliveryServiceClient), on loopback; NATS
  * (JetStream KV watches, core NATS) as a peer in the fanout and memory sections.
  *
- *   node bench/run.mjs [--smoke] [--runs N] [--only commands,reads,fanout,memory,catchup]
+ *   node bench/run.mjs [--smoke] [--runs N] [--only commands,reads,fanout,memory,catchup,storage,list]
  *                      [--levels 1,16,64] [--watchers 100,1000,5000] [--cpu-prof] [--out file]
  *                      [--nats kv,file,core|none]
  *
@@ -42,10 +42,12 @@ import catchup from "./sections/catchup.mjs";
 import commands from "./sections/commands.mjs";
 import fanout from "./sections/fanout.mjs";
 import memory from "./sections/memory.mjs";
+import list from "./sections/list.mjs";
 import reads from "./sections/reads.mjs";
+import storage from "./sections/storage.mjs";
 
 /** In the order they run and print. */
-const SECTIONS = [commands, reads, fanout, memory, catchup];
+const SECTIONS = [commands, reads, fanout, memory, catchup, storage, list];
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { values: flags } = parseArgs({

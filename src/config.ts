@@ -47,6 +47,8 @@ export interface Config {
   readonly feedRetentionMs: number;
   /** Unset: finished deliveries are kept forever; else deleted this long after their terminal event. */
   readonly retainFinishedForMs: number | undefined;
+  /** WatchDeliveries sends a checkpoint after this long without a message. */
+  readonly watchCheckpointMs: number;
   /** Who may call what (AUTH_* settings, see auth/authConfig.ts); off unless a way to identify callers is set. */
   readonly auth: AuthConfig;
 }
@@ -160,6 +162,7 @@ export function loadConfig(env: Env = process.env, stdoutIsTty = false): Config 
     storePartitions: integer(env, "STORE_PARTITIONS", 16, 1, 1024),
     feedRetentionMs: duration(env, "FEED_RETENTION", 7 * 86_400_000, 60_000)!,
     retainFinishedForMs: duration(env, "RETAIN_FINISHED_FOR", undefined, 1_000),
+    watchCheckpointMs: integer(env, "WATCH_CHECKPOINT_MS", 5_000, 10, 3_600_000, " ms"),
     auth: parseAuthConfig(env),
   };
 }

@@ -19,6 +19,8 @@ import { instrumentService } from "./grpc/instrument.js";
 import { loadDescriptorSet, REFLECTION_SERVICE_NAMES, reflectionServices } from "./grpc/reflection/reflectionService.js";
 import { createStreamRegistry, type StreamRegistry } from "./grpc/streamRegistry.js";
 import { createWatchHandler, serializeWatchResponse, watchEncoder } from "./grpc/watchDelivery.js";
+import { createWatchDeliveriesHandler, feedEncoder, serializeFeedResponse } from "./grpc/watchDeliveries.js";
+import { createFeedHub, type FeedHub } from "./feed/feedHub.js";
 import { createWatcherLimit } from "./grpc/watchLimit.js";
 import type { Logger } from "./logger.js";
 import { createMetrics, type Metrics } from "./metrics.js";
@@ -50,6 +52,8 @@ export interface RunningServer {
   /** Set when METRICS_PORT is. */
   readonly metricsPort: number | undefined;
   readonly hub: WatchHub;
+  /** WatchDeliveries. */
+  readonly feed: FeedHub;
   readonly health: Health;
   readonly metrics: Metrics;
   /** Every open server stream; shutdown ends them with UNAVAILABLE (SHUTTING_DOWN). */
@@ -224,11 +228,22 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const definition: ServiceDefinition = {
     ...DeliveryServiceService,
     watchDelivery: { ...DeliveryServiceService.watchDelivery, responseSerialize: serializeWatchResponse },
+    watchDeliveries: { ...DeliveryServiceService.watchDeliveries, responseSerialize: serializeFeedResponse },
   };
   const streams = createStreamRegistry(logger);
   const limitWatchers = createWatcherLimit(config.maxWatchers, logger);
   const watchDelivery = limitWatchers(createWatchHandler({ hub, logger, registry: streams }));
-  const implementation = createDeliveryService({ app, logger, watchDelivery });
+  const feedHub = createFeedHub({
+    store: backend.store,
+    source: backend.source,
+    encoder: feedEncoder,
+    logger,
+    checkpointMs: config.watchCheckpointMs,
+    ...(options.now ? { now: options.now } : {}),
+    ...(options.safetyNetIntervalMs ? { safetyNetIntervalMs: options.safetyNetIntervalMs } : {}),
+  });
+  const watchDeliveries = limitWatchers(createWatchDeliveriesHandler({ hub: feedHub, logger, registry: streams }));
+  const implementation = createDeliveryService({ app, logger, watchDelivery, watchDeliveries });
   const health = createHealth(["", SERVICE_NAME], logger);
   const mounts = [
     { definition, implementation, instrument: true },
@@ -274,6 +289,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     port,
     metricsPort,
     hub,
+    feed: feedHub,
     health,
     metrics,
     streams,
@@ -287,6 +303,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         // (health watches saw NOT_SERVING first).
         clearInterval(sweeper);
         await hub.close();
+        await feedHub.close();
         streams.endAll();
         let timer: NodeJS.Timeout | undefined;
         const graceOver = new Promise<boolean>((resolve) => {

@@ -96,7 +96,15 @@ export function createAuthenticator(config: AuthConfig, deps: AuthenticatorDeps 
       if (bearer && "token" in bearer) return verifier.verify(bearer.token);
       if (bearer) return bearer;
     }
-    if (clientCertificates && hasCertificate(request.peerCertificate)) return certificatePrincipal(request.peerCertificate);
+    if (clientCertificates && hasCertificate(request.peerCertificate)) {
+      const identity = certificatePrincipal(request.peerCertificate);
+      // TLS checked the certificate at the handshake; an HTTP/2 connection can outlive it.
+      const expiresAt = identity.ok ? identity.principal.expiresAt : undefined;
+      if (expiresAt !== undefined && expiresAt <= now()) {
+        return authFailure("TOKEN_EXPIRED", "the client certificate has expired; connect again with a valid one");
+      }
+      return identity;
+    }
     return authFailure("CREDENTIALS_MISSING", missing);
   }
 

@@ -11,7 +11,12 @@ export abstract class DomainError extends Error {
 }
 
 /** Why an input was refused; each is a stable ErrorInfo reason. */
-export type InvalidInputReason = "INVALID_FIELD" | "PAGE_TOKEN_INVALID" | "PAGE_TOKEN_MISMATCH";
+export type InvalidInputReason =
+  | "INVALID_FIELD"
+  | "PAGE_TOKEN_INVALID"
+  | "PAGE_TOKEN_MISMATCH"
+  | "RESUME_TOKEN_INVALID"
+  | "RESUME_TOKEN_MISMATCH";
 
 export interface FieldViolation {
   /** The request field at fault, as named in the proto (snake_case path). */
@@ -173,6 +178,16 @@ export class StoreUnavailable extends DomainError {
   }
 }
 
+/** A change-feed position older than the feed keeps: the client starts over with a snapshot. */
+export class ResumeTokenExpired extends DomainError {
+  readonly kind = "ResumeTokenExpired";
+  readonly retentionMs: number;
+  constructor(retentionMs: number, message = "resume_token is older than the change feed keeps; watch again with include_snapshot") {
+    super(message);
+    this.retentionMs = retentionMs;
+  }
+}
+
 /** Every domain error, for tables that must have a row per kind. */
 export type AnyDomainError =
   | InvalidInput
@@ -185,4 +200,5 @@ export type AnyDomainError =
   | AmountOutOfRange
   | VersionConflict
   | RequestIdReused
+  | ResumeTokenExpired
   | StoreUnavailable;

@@ -25,6 +25,7 @@ export interface DeliveryServiceDeps {
   readonly app: DeliveryApp;
   readonly logger: Logger;
   readonly watchDelivery: DeliveryServiceServer["watchDelivery"];
+  readonly watchDeliveries: DeliveryServiceServer["watchDeliveries"];
 }
 
 function recordResponse({ event, delivery }: RecordedEvent) {
@@ -32,7 +33,7 @@ function recordResponse({ event, delivery }: RecordedEvent) {
 }
 
 /** Thin handlers: parse, call the application, map the result. */
-export function createDeliveryService({ app, logger, watchDelivery }: DeliveryServiceDeps): DeliveryServiceServer {
+export function createDeliveryService({ app, logger, watchDelivery, watchDeliveries }: DeliveryServiceDeps): DeliveryServiceServer {
   function unary<Req, Res>(handle: (request: Req, call: ServerUnaryCall<Req, unknown>) => Promise<Res>): handleUnaryCall<Req, Res> {
     return (call, callback) => {
       // parse errors throw synchronously inside handle; the promise chain catches both.
@@ -95,5 +96,6 @@ export function createDeliveryService({ app, logger, watchDelivery }: DeliverySe
     }),
 
     watchDelivery,
+    watchDeliveries,
   };
 }

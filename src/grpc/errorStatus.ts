@@ -168,6 +168,12 @@ const STATUS_OF: { readonly [K in KnownError["kind"]]: Row<K> } = {
     metadata: { maxWatchers: e.maxWatchers },
     retryDelayMs: RETRY_DELAY_MS.tooManyWatchers,
   }),
+  ResumeTokenExpired: (e) => ({
+    code: status.OUT_OF_RANGE,
+    reason: "RESUME_TOKEN_EXPIRED",
+    metadata: { retentionMs: e.retentionMs },
+    fieldViolations: [{ field: "resume_token", description: e.message }],
+  }),
   ShuttingDown: () => ({
     code: status.UNAVAILABLE,
     reason: "SHUTTING_DOWN",

@@ -81,7 +81,7 @@ export function parseOrderBy(value: string): "asc" | "desc" {
   const words = value.trim().split(/\s+/).filter(Boolean);
   if (words.length === 0) return "asc";
   if (words[0] === "created_at" && words.length <= 2) {
-    if (words.length === 1 || words[1] === "asc") return "asc";
+    if (words.length === 1) return "asc";
     if (words[1] === "desc") return "desc";
   }
   throw new InvalidInput(`order_by must be "created_at" or "created_at desc", got "${value}"`, "order_by");

@@ -54,12 +54,8 @@ export function createWatchHandler({ hub, logger, registry }: WatchHandlerDeps):
       })
       .then(
         (handle) => {
-          // Ended from outside the hub too (credentials expired: the stream registry ended it): unregister.
-          if (call.cancelled || call.writableEnded) handle.close();
-          else {
-            call.on("cancelled", () => handle.close());
-            call.on("error", () => handle.close());
-          }
+          if (call.cancelled) handle.close();
+          else call.on("cancelled", () => handle.close());
         },
         (error: unknown) => call.emit("error", toServiceError(error, logger)),
       );

@@ -55,7 +55,31 @@ export interface DeliveryPage {
   readonly nextCursor?: string;
 }
 
+/** One entry of a partition's change feed: what a WatchDeliveries filter needs; the event itself is in the log. */
+export interface FeedEntry {
+  readonly partition: number;
+  /** The entry's position in its partition's feed ("<ms>-<seq>"). */
+  readonly id: string;
+  readonly deliveryId: string;
+  readonly version: number;
+  /** "NONE" for a creation. */
+  readonly before: DeliveryState["status"];
+  readonly after: DeliveryStatus;
+}
+
+/** The change feed: one ordered feed per partition, entries trimmed by age. */
+export interface ChangeFeed {
+  partitions(): Promise<number>;
+  /** The last position of every partition ("0-0" for an empty one), one round trip. */
+  heads(): Promise<string[]>;
+  /** Up to `limit` entries after a position, ascending. */
+  read(partition: number, after: string, limit: number): Promise<FeedEntry[]>;
+  /** Entries older than this are trimmed (by the time in their position). */
+  readonly retentionMs: number;
+}
+
 export interface EventStore {
+  readonly feed: ChangeFeed;
   /** Current state, and the outcome of the client's requestId if it was already used; one round trip. */
   load(deliveryId: string, requestId?: string): Promise<LoadedDelivery>;
   /**

@@ -10,9 +10,12 @@ export interface MemoryUpdateSource extends UpdateSource {
 export function createMemoryUpdateSource(): MemoryUpdateSource {
   const subscribed = new Set<string>();
   let listener: (deliveryId: string, record: RecordedEvent) => void = () => {};
+  let partitionListener: (partition: number) => void = () => {};
+  let partitionWanted = false;
   return {
     publish(record) {
       const id = record.event.deliveryId;
+      if (partitionWanted) queueMicrotask(() => partitionListener(0));
       // Asynchronous like a real broker: the publisher's call returns before watchers hear of it.
       if (subscribed.has(id)) queueMicrotask(() => subscribed.has(id) && listener(id, record));
     },
@@ -24,6 +27,12 @@ export function createMemoryUpdateSource(): MemoryUpdateSource {
     },
     onUpdate(l) {
       listener = l;
+    },
+    async subscribePartition() {
+      partitionWanted = true;
+    },
+    onPartition(l) {
+      partitionListener = l;
     },
     onResubscribed() {
       // Never loses a subscription.

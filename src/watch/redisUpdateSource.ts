@@ -24,6 +24,8 @@ export interface RedisUpdateSourceDeps {
  */
 export function createRedisUpdateSource({ subscriber, keys, logger, resubscribeRetryMs = 1_000 }: RedisUpdateSourceDeps): UpdateSource {
   const wanted = new Set<string>();
+  const wantedPartitions = new Set<number>();
+  let onPartition: (partition: number) => void = () => {};
   let onUpdate: (deliveryId: string, record: RecordedEvent) => void = () => {};
   let onResubscribed: () => void = () => {};
   let everReady = subscriber.status === "ready";
@@ -31,6 +33,11 @@ export function createRedisUpdateSource({ subscriber, keys, logger, resubscribeR
 
   subscriber.on("smessageBuffer", (channelBytes: Buffer, message: Buffer) => {
     const channel = channelBytes.toString();
+    const partition = known?.partitionFromChannel(channel);
+    if (partition !== undefined) {
+      if (wantedPartitions.has(partition)) onPartition(partition);
+      return;
+    }
     const id = known?.idFromChannel(channel);
     if (id === undefined || !wanted.has(id)) return;
     let record: RecordedEvent;
@@ -51,7 +58,9 @@ export function createRedisUpdateSource({ subscriber, keys, logger, resubscribeR
   const restore = () => {
     clearTimeout(retryTimer);
     retryTimer = undefined;
-    const channels = known ? [...wanted].map((id) => known!.channel(id)) : [];
+    const channels = known
+      ? [...[...wanted].map((id) => known!.channel(id)), ...[...wantedPartitions].map((p) => known!.partition(p).channel)]
+      : [];
     const resubscribe = channels.length > 0 ? subscriber.ssubscribe(...channels) : Promise.resolve();
     resubscribe.then(
       () => {
@@ -72,7 +81,7 @@ export function createRedisUpdateSource({ subscriber, keys, logger, resubscribeR
   subscriber.on("ready", () => {
     if (!everReady) {
       everReady = true;
-      if (wanted.size === 0) return;
+      if (wanted.size === 0 && wantedPartitions.size === 0) return;
     }
     restore();
   });
@@ -95,6 +104,14 @@ export function createRedisUpdateSource({ subscriber, keys, logger, resubscribeR
     },
     onUpdate(listener) {
       onUpdate = listener;
+    },
+    async subscribePartition(partition) {
+      wantedPartitions.add(partition);
+      if (!known && typeof keys === "function") known = await keys();
+      await callRedis(() => subscriber.ssubscribe(known!.partition(partition).channel));
+    },
+    onPartition(listener) {
+      onPartition = listener;
     },
     onResubscribed(listener) {
       onResubscribed = listener;

@@ -15,6 +15,10 @@ export interface UpdateSource {
   unsubscribe(deliveryId: string): void;
   /** One listener, called with each decoded update. */
   onUpdate(listener: (deliveryId: string, record: RecordedEvent) => void): void;
+  /** Wake-ups for a partition's change feed (WatchDeliveries); resolves once acknowledged. Never unsubscribed. */
+  subscribePartition(partition: number): Promise<void>;
+  /** One listener, called when a partition's feed has a new entry (at most once per entry, maybe never). */
+  onPartition(listener: (partition: number) => void): void;
   /** Called after a lost subscription is back and acknowledged: messages in between are gone. */
   onResubscribed(listener: () => void): void;
   close(): Promise<void>;

@@ -6,7 +6,7 @@
 import { generateKeyPairSync } from "node:crypto";
 import { inspect } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ConfigError } from "../../src/config.js";
+import { ConfigError, loadConfig } from "../../src/config.js";
 import { createAuthenticator, parseAuthConfig } from "../../src/auth/index.js";
 import { AUDIENCE, bearer, claims, ISSUER, jwksOf, METHODS, request, rsaKey, signHmac, type SigningKey, type TempDir, TEST_POLICY, tempDir, testClock } from "./authSupport.js";
 
@@ -65,7 +65,17 @@ describe("parseAuthConfig accepts", () => {
       clientCertificates: false,
       policyFile,
       policy: { name: TEST_POLICY.name },
+      streamMaxMs: 0,
     });
+  });
+
+  it("a longest stream life", () => {
+    expect(parseAuthConfig(jwksEnv({ AUTH_STREAM_MAX_MS: "600000" }))).toMatchObject({ streamMaxMs: 600_000 });
+  });
+
+  it("as part of loadConfig, off by default", () => {
+    expect(loadConfig({}).auth).toEqual({ enabled: false });
+    expect(loadConfig(jwksEnv()).auth).toMatchObject({ enabled: true, policyFile });
   });
 
   it("tolerance and reload interval", () => {
@@ -116,6 +126,8 @@ describe("parseAuthConfig refuses", () => {
     ["an unreadable JWKS file", () => jwksEnv({ AUTH_JWKS_FILE: missing }), `AUTH_JWKS_FILE cannot be read: ENOENT (${missing})`],
     ["an unreadable secret file", () => jwksEnv({ AUTH_JWKS_FILE: undefined, AUTH_HMAC_SECRET_FILE: missing }), `AUTH_HMAC_SECRET_FILE cannot be read: ENOENT (${missing})`],
     ["an unreadable policy file", () => jwksEnv({ AUTH_POLICY_FILE: missing }), `AUTH_POLICY_FILE cannot be read: ENOENT (${missing})`],
+    ["a stream limit without authentication", () => ({ AUTH_STREAM_MAX_MS: "1000" }), "AUTH_STREAM_MAX_MS needs a way to identify callers: AUTH_JWKS_FILE, AUTH_HMAC_SECRET_FILE or AUTH_CLIENT_CERTIFICATES=true"],
+    ["a stream limit that is not a number", () => jwksEnv({ AUTH_STREAM_MAX_MS: "10m" }), 'AUTH_STREAM_MAX_MS must be an integer from 0 to 604800000 ms, got "10m"'],
   ])("%s", (_name, env, message) => {
     expect(messageOf(env())).toBe(message);
   });

@@ -213,6 +213,20 @@ describe("check: the authorization metadata", () => {
     expect(summary(check)).toBe("unauthenticated TOKEN_EXPIRED");
   });
 
+  it("refuses a certificate past its notAfter (a connection opened before it expired)", async () => {
+    // Node's rendering of notAfter; the clock reads 2030-01-01T00:00:00Z.
+    const peerCertificate = { subject: { CN: "reporting" }, valid_to: "Dec 31 23:59:59 2029 GMT" };
+
+    expect(summary(await authenticator.check(request(METHODS.read, undefined, peerCertificate)))).toBe("unauthenticated TOKEN_EXPIRED");
+  });
+
+  it("accepts a certificate until its notAfter, and gives it as the principal's expiry", async () => {
+    const notAfter = "Jan  1 00:00:01 2030 GMT";
+    const check = await authenticator.check(request(METHODS.read, undefined, { subject: { CN: "reporting" }, valid_to: notAfter }));
+
+    expect(check).toMatchObject({ outcome: "allowed", principal: { id: "CN=reporting", expiresAt: Date.parse(notAfter) } });
+  });
+
   it("treats Node's empty certificate object as no certificate", async () => {
     expect(summary(await authenticator.check(request(METHODS.read, undefined, {})))).toBe("unauthenticated CREDENTIALS_MISSING");
   });

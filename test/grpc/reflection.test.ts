@@ -37,6 +37,7 @@ const DELIVERY_METHODS = [
   "ListDeliveries",
   "ListDeliveryEvents",
   "WatchDelivery",
+  "WatchDeliveries",
 ];
 
 interface ReflectionReply {

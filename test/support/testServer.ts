@@ -24,7 +24,7 @@ export interface TestService {
 }
 
 export async function startTestService(
-  options: { redisUrl?: string; keyPrefix?: string; safetyNetIntervalMs?: number; config?: Partial<Config> } = {},
+  options: { redisUrl?: string; keyPrefix?: string; safetyNetIntervalMs?: number; config?: Partial<Config>; now?: () => number } = {},
 ): Promise<TestService> {
   const keyPrefix = options.keyPrefix ?? uniquePrefix();
   const server = await startServer({
@@ -32,6 +32,7 @@ export async function startTestService(
     logger: silentLogger,
     keyPrefix,
     ...(options.safetyNetIntervalMs ? { safetyNetIntervalMs: options.safetyNetIntervalMs } : {}),
+    ...(options.now ? { now: options.now } : {}),
   });
   const address = `127.0.0.1:${server.port}`;
   const clients: DeliveryServiceClient[] = [];

@@ -52,6 +52,9 @@ export function fakeSource(): FakeSource {
     onResubscribed(listener) {
       onResubscribed = listener;
     },
+    // WatchDeliveries' wake-ups; the WatchDelivery hub never asks for them.
+    async subscribePartition() {},
+    onPartition() {},
     async close() {},
   };
 }

@@ -7,7 +7,7 @@ import {
   isTerminal,
   type RecordedEvent,
 } from "../../domain/index.js";
-import type { AppendResult, DeliveryPage, EventStore, PriorRequest } from "../eventStore.js";
+import type { AppendResult, DeliveryPage, EventStore, FeedEntry, PriorRequest } from "../eventStore.js";
 
 interface StoredDelivery {
   readonly log: RecordedEvent[];
@@ -19,6 +19,7 @@ export interface MemoryEventStoreDeps {
   readonly onAppended?: (record: RecordedEvent) => void;
   /** Finished deliveries are gone this long after their last event; undefined keeps them. */
   readonly retainFinishedForMs?: number;
+  readonly feedRetentionMs?: number;
   readonly now?: () => number;
 }
 
@@ -33,8 +34,31 @@ function orderKey(delivery: Delivery): string {
  * The whole store in this process: for running without Redis (one replica,
  * nothing kept after exit). Records are immutable, so they are shared, not copied.
  */
-export function createMemoryEventStore({ onAppended, retainFinishedForMs, now = Date.now }: MemoryEventStoreDeps = {}): EventStore {
+export function createMemoryEventStore({
+  onAppended,
+  retainFinishedForMs,
+  feedRetentionMs = 7 * 86_400_000,
+  now = Date.now,
+}: MemoryEventStoreDeps = {}): EventStore {
   const deliveries = new Map<string, StoredDelivery>();
+  // One partition; positions "<ms>-<seq>" like Redis stream ids.
+  const feed: FeedEntry[] = [];
+  let last = { ms: 0, seq: 0 };
+  const addToFeed = (record: RecordedEvent, before: FeedEntry["before"]) => {
+    const ms = Math.max(now(), last.ms);
+    last = { ms, seq: ms === last.ms ? last.seq + 1 : 0 };
+    const { deliveryId, version } = record.event;
+    feed.push({ partition: 0, id: `${ms}-${last.seq}`, deliveryId, version, before, after: record.delivery.status });
+    const cut = now() - feedRetentionMs;
+    let trimmed = 0;
+    while (trimmed < feed.length && Number(feed[trimmed]!.id.split("-")[0]) < cut) trimmed++;
+    if (trimmed > 0) feed.splice(0, trimmed);
+  };
+  const after = (id: string, position: string) => {
+    const [a, b] = id.split("-").map(Number) as [number, number];
+    const [c, d] = position.split("-").map(Number) as [number, number];
+    return a > c || (a === c && b > d);
+  };
 
   const isDue = (state: DeliveryState): boolean =>
     retainFinishedForMs !== undefined && state.status !== "NONE" && isTerminal(state.status) && state.updatedAtMs + retainFinishedForMs <= now();
@@ -51,6 +75,15 @@ export function createMemoryEventStore({ onAppended, retainFinishedForMs, now = 
   };
 
   return {
+    feed: {
+      retentionMs: feedRetentionMs,
+      partitions: async () => 1,
+      heads: async () => [feed.at(-1)?.id ?? "0-0"],
+      async read(_partition, position, limit) {
+        return feed.filter((entry) => after(entry.id, position)).slice(0, limit);
+      },
+    },
+
     async load(deliveryId, requestId) {
       const stored = live(deliveryId);
       const state = stored?.log.at(-1)?.delivery ?? initialState;
@@ -58,7 +91,7 @@ export function createMemoryEventStore({ onAppended, retainFinishedForMs, now = 
       return prior ? { state, prior } : { state };
     },
 
-    async append({ record, expectedVersion, fingerprint }): Promise<AppendResult> {
+    async append({ record, expectedVersion, previousStatus, fingerprint }): Promise<AppendResult> {
       const id = record.event.deliveryId;
       let stored = live(id);
       const { requestId } = record.event;
@@ -75,6 +108,7 @@ export function createMemoryEventStore({ onAppended, retainFinishedForMs, now = 
       }
       stored.log.push(record);
       if (requestId) stored.requests.set(requestId, { version: record.event.version, fingerprint });
+      addToFeed(record, previousStatus);
       onAppended?.(record);
       return { outcome: "appended" };
     },

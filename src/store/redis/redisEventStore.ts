@@ -14,7 +14,7 @@ import {
   isTerminal,
   type RecordedEvent,
 } from "../../domain/index.js";
-import type { AppendResult, DeliveryPage, EventStore, ListQuery, LoadedDelivery, PriorRequest } from "../eventStore.js";
+import type { AppendResult, ChangeFeed, DeliveryPage, EventStore, FeedEntry, ListQuery, LoadedDelivery, PriorRequest } from "../eventStore.js";
 import {
   encodeStoredEvent,
   encodeUpdate,
@@ -58,6 +58,15 @@ export interface RedisEventStore extends EventStore {
 
 const CURSOR = /^\d{13}[A-Za-z0-9_-]{1,64}$/;
 const SWEEP_BATCH = 100;
+
+function feedEntryOf(partition: number, id: string, fields: readonly string[]): FeedEntry {
+  const values: Record<string, string> = {};
+  for (let i = 0; i < fields.length; i += 2) values[fields[i]!] = fields[i + 1]!;
+  const s = values.s ?? "";
+  const after = STATUS_BY_CODE[Number(s[1])];
+  if (!values.d || !values.v || !after) throw new Error(`feed entry ${id} is malformed`);
+  return { partition, id, deliveryId: values.d, version: Number(values.v), before: STATUS_BY_CODE[Number(s[0])] ?? "NONE", after };
+}
 
 function parsePrior(value: string): PriorRequest {
   const colon = value.indexOf(":");
@@ -140,8 +149,26 @@ export function createRedisEventStore({
     return last && isDue(last.delivery) ? [] : records;
   }
 
+  const feed: ChangeFeed = {
+    retentionMs: feedRetentionMs,
+    partitions: async () => (await keys()).partitions,
+    async heads() {
+      const k = await keys();
+      const last = await callRedis(() =>
+        Promise.all(Array.from({ length: k.partitions }, (_, p) => redis.xrevrange(k.partition(p).feed, "+", "-", "COUNT", 1))),
+      );
+      return last.map((entries) => entries[0]?.[0] ?? "0-0");
+    },
+    async read(partition, after, limit) {
+      const k = await keys();
+      const entries = (await callRedis(() => redis.xrange(k.partition(partition).feed, `(${after}`, "+", "COUNT", limit))) as [string, string[]][];
+      return entries.map(([id, fields]) => feedEntryOf(partition, id, fields));
+    },
+  };
+
   return {
     open: keys,
+    feed,
 
     async load(deliveryId, requestId): Promise<LoadedDelivery> {
       const k = await keys();
@@ -237,7 +264,8 @@ export function createRedisEventStore({
           );
         }
       }
-      const members = (await callRedis(() => Promise.all(ranges))).flat();
+      // A delivery moved between two asked statuses while the ranges were read could come back twice.
+      const members = [...new Set((await callRedis(() => Promise.all(ranges))).flat())];
       members.sort();
       if (!asc) members.reverse();
       const page = members.slice(0, limit);

@@ -307,6 +307,58 @@ export interface WatchDeliveryResponse {
   event: DeliveryEvent | undefined;
 }
 
+export interface WatchDeliveriesRequest {
+  /**
+   * Only deliveries whose status before or after a change is one of these
+   * (empty = every delivery; a set: order and repeats do not matter).
+   * UNSPECIFIED or unknown values: INVALID_ARGUMENT.
+   */
+  statuses: DeliveryStatus[];
+  /** Resume exactly after the message that carried this token. Empty: start now. */
+  resumeToken: string;
+  /**
+   * Only without resume_token: first the current state of every matching
+   * delivery, then caught_up, then live changes.
+   */
+  includeSnapshot: boolean;
+}
+
+export interface DeliverySnapshot {
+  delivery: Delivery | undefined;
+}
+
+export interface DeliveryChange {
+  /** The state after the event. */
+  delivery: Delivery | undefined;
+  event:
+    | DeliveryEvent
+    | undefined;
+  /** UNSPECIFIED for a creation. */
+  previousStatus: DeliveryStatus;
+}
+
+/** The snapshot, or the replay after a resume token, is complete. */
+export interface CaughtUp {
+}
+
+/** Nothing matched for a while; the resume token moved on. */
+export interface Checkpoint {
+}
+
+export interface WatchDeliveriesResponse {
+  kind:
+    | { $case: "snapshot"; snapshot: DeliverySnapshot }
+    | { $case: "change"; change: DeliveryChange }
+    | { $case: "caughtUp"; caughtUp: CaughtUp }
+    | { $case: "checkpoint"; checkpoint: Checkpoint }
+    | undefined;
+  /**
+   * Opaque; resuming with it continues right after this message. Empty on
+   * snapshot messages (a snapshot is not resumable half-way).
+   */
+  resumeToken: string;
+}
+
 function createBaseDelivery(): Delivery {
   return {
     id: "",
@@ -3513,6 +3565,578 @@ export const WatchDeliveryResponse: MessageFns<WatchDeliveryResponse> = {
   },
 };
 
+function createBaseWatchDeliveriesRequest(): WatchDeliveriesRequest {
+  return { statuses: [], resumeToken: "", includeSnapshot: false };
+}
+
+export const WatchDeliveriesRequest: MessageFns<WatchDeliveriesRequest> = {
+  encode(message: WatchDeliveriesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.statuses.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.statuses) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    if (message.resumeToken !== "") {
+      writer.uint32(18).string(message.resumeToken);
+    }
+    if (message.includeSnapshot !== false) {
+      writer.uint32(24).bool(message.includeSnapshot);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchDeliveriesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchDeliveriesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.statuses.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.statuses.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.resumeToken = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.includeSnapshot = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WatchDeliveriesRequest {
+    return {
+      statuses: globalThis.Array.isArray(object?.statuses)
+        ? object.statuses.map((e: any) => deliveryStatusFromJSON(e))
+        : [],
+      resumeToken: isSet(object.resumeToken)
+        ? globalThis.String(object.resumeToken)
+        : isSet(object.resume_token)
+        ? globalThis.String(object.resume_token)
+        : "",
+      includeSnapshot: isSet(object.includeSnapshot)
+        ? globalThis.Boolean(object.includeSnapshot)
+        : isSet(object.include_snapshot)
+        ? globalThis.Boolean(object.include_snapshot)
+        : false,
+    };
+  },
+
+  toJSON(message: WatchDeliveriesRequest): unknown {
+    const obj: any = {};
+    if (message.statuses?.length) {
+      obj.statuses = message.statuses.map((e) => deliveryStatusToJSON(e));
+    }
+    if (message.resumeToken !== "") {
+      obj.resumeToken = message.resumeToken;
+    }
+    if (message.includeSnapshot !== false) {
+      obj.includeSnapshot = message.includeSnapshot;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<WatchDeliveriesRequest>, I>>(base?: I): WatchDeliveriesRequest {
+    return WatchDeliveriesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WatchDeliveriesRequest>, I>>(object: I): WatchDeliveriesRequest {
+    const message = createBaseWatchDeliveriesRequest();
+    message.statuses = object.statuses?.map((e) => e) || [];
+    message.resumeToken = object.resumeToken ?? "";
+    message.includeSnapshot = object.includeSnapshot ?? false;
+    return message;
+  },
+};
+
+function createBaseDeliverySnapshot(): DeliverySnapshot {
+  return { delivery: undefined };
+}
+
+export const DeliverySnapshot: MessageFns<DeliverySnapshot> = {
+  encode(message: DeliverySnapshot, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.delivery !== undefined) {
+      Delivery.encode(message.delivery, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeliverySnapshot {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeliverySnapshot();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.delivery = Delivery.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeliverySnapshot {
+    return { delivery: isSet(object.delivery) ? Delivery.fromJSON(object.delivery) : undefined };
+  },
+
+  toJSON(message: DeliverySnapshot): unknown {
+    const obj: any = {};
+    if (message.delivery !== undefined) {
+      obj.delivery = Delivery.toJSON(message.delivery);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeliverySnapshot>, I>>(base?: I): DeliverySnapshot {
+    return DeliverySnapshot.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeliverySnapshot>, I>>(object: I): DeliverySnapshot {
+    const message = createBaseDeliverySnapshot();
+    message.delivery = (object.delivery !== undefined && object.delivery !== null)
+      ? Delivery.fromPartial(object.delivery)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeliveryChange(): DeliveryChange {
+  return { delivery: undefined, event: undefined, previousStatus: 0 };
+}
+
+export const DeliveryChange: MessageFns<DeliveryChange> = {
+  encode(message: DeliveryChange, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.delivery !== undefined) {
+      Delivery.encode(message.delivery, writer.uint32(10).fork()).join();
+    }
+    if (message.event !== undefined) {
+      DeliveryEvent.encode(message.event, writer.uint32(18).fork()).join();
+    }
+    if (message.previousStatus !== 0) {
+      writer.uint32(24).int32(message.previousStatus);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeliveryChange {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeliveryChange();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.delivery = Delivery.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.event = DeliveryEvent.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.previousStatus = reader.int32() as any;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeliveryChange {
+    return {
+      delivery: isSet(object.delivery) ? Delivery.fromJSON(object.delivery) : undefined,
+      event: isSet(object.event) ? DeliveryEvent.fromJSON(object.event) : undefined,
+      previousStatus: isSet(object.previousStatus)
+        ? deliveryStatusFromJSON(object.previousStatus)
+        : isSet(object.previous_status)
+        ? deliveryStatusFromJSON(object.previous_status)
+        : 0,
+    };
+  },
+
+  toJSON(message: DeliveryChange): unknown {
+    const obj: any = {};
+    if (message.delivery !== undefined) {
+      obj.delivery = Delivery.toJSON(message.delivery);
+    }
+    if (message.event !== undefined) {
+      obj.event = DeliveryEvent.toJSON(message.event);
+    }
+    if (message.previousStatus !== 0) {
+      obj.previousStatus = deliveryStatusToJSON(message.previousStatus);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeliveryChange>, I>>(base?: I): DeliveryChange {
+    return DeliveryChange.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeliveryChange>, I>>(object: I): DeliveryChange {
+    const message = createBaseDeliveryChange();
+    message.delivery = (object.delivery !== undefined && object.delivery !== null)
+      ? Delivery.fromPartial(object.delivery)
+      : undefined;
+    message.event = (object.event !== undefined && object.event !== null)
+      ? DeliveryEvent.fromPartial(object.event)
+      : undefined;
+    message.previousStatus = object.previousStatus ?? 0;
+    return message;
+  },
+};
+
+function createBaseCaughtUp(): CaughtUp {
+  return {};
+}
+
+export const CaughtUp: MessageFns<CaughtUp> = {
+  encode(_: CaughtUp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CaughtUp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCaughtUp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): CaughtUp {
+    return {};
+  },
+
+  toJSON(_: CaughtUp): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CaughtUp>, I>>(base?: I): CaughtUp {
+    return CaughtUp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CaughtUp>, I>>(_: I): CaughtUp {
+    const message = createBaseCaughtUp();
+    return message;
+  },
+};
+
+function createBaseCheckpoint(): Checkpoint {
+  return {};
+}
+
+export const Checkpoint: MessageFns<Checkpoint> = {
+  encode(_: Checkpoint, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Checkpoint {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCheckpoint();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): Checkpoint {
+    return {};
+  },
+
+  toJSON(_: Checkpoint): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Checkpoint>, I>>(base?: I): Checkpoint {
+    return Checkpoint.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Checkpoint>, I>>(_: I): Checkpoint {
+    const message = createBaseCheckpoint();
+    return message;
+  },
+};
+
+function createBaseWatchDeliveriesResponse(): WatchDeliveriesResponse {
+  return { kind: undefined, resumeToken: "" };
+}
+
+export const WatchDeliveriesResponse: MessageFns<WatchDeliveriesResponse> = {
+  encode(message: WatchDeliveriesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.kind?.$case) {
+      case "snapshot":
+        DeliverySnapshot.encode(message.kind.snapshot, writer.uint32(10).fork()).join();
+        break;
+      case "change":
+        DeliveryChange.encode(message.kind.change, writer.uint32(18).fork()).join();
+        break;
+      case "caughtUp":
+        CaughtUp.encode(message.kind.caughtUp, writer.uint32(26).fork()).join();
+        break;
+      case "checkpoint":
+        Checkpoint.encode(message.kind.checkpoint, writer.uint32(34).fork()).join();
+        break;
+    }
+    if (message.resumeToken !== "") {
+      writer.uint32(82).string(message.resumeToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchDeliveriesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchDeliveriesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = { $case: "snapshot", snapshot: DeliverySnapshot.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "change", change: DeliveryChange.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.kind = { $case: "caughtUp", caughtUp: CaughtUp.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.kind = { $case: "checkpoint", checkpoint: Checkpoint.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.resumeToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WatchDeliveriesResponse {
+    return {
+      kind: isSet(object.snapshot)
+        ? { $case: "snapshot", snapshot: DeliverySnapshot.fromJSON(object.snapshot) }
+        : isSet(object.change)
+        ? { $case: "change", change: DeliveryChange.fromJSON(object.change) }
+        : isSet(object.caughtUp)
+        ? { $case: "caughtUp", caughtUp: CaughtUp.fromJSON(object.caughtUp) }
+        : isSet(object.caught_up)
+        ? { $case: "caughtUp", caughtUp: CaughtUp.fromJSON(object.caught_up) }
+        : isSet(object.checkpoint)
+        ? { $case: "checkpoint", checkpoint: Checkpoint.fromJSON(object.checkpoint) }
+        : undefined,
+      resumeToken: isSet(object.resumeToken)
+        ? globalThis.String(object.resumeToken)
+        : isSet(object.resume_token)
+        ? globalThis.String(object.resume_token)
+        : "",
+    };
+  },
+
+  toJSON(message: WatchDeliveriesResponse): unknown {
+    const obj: any = {};
+    if (message.kind?.$case === "snapshot") {
+      obj.snapshot = DeliverySnapshot.toJSON(message.kind.snapshot);
+    } else if (message.kind?.$case === "change") {
+      obj.change = DeliveryChange.toJSON(message.kind.change);
+    } else if (message.kind?.$case === "caughtUp") {
+      obj.caughtUp = CaughtUp.toJSON(message.kind.caughtUp);
+    } else if (message.kind?.$case === "checkpoint") {
+      obj.checkpoint = Checkpoint.toJSON(message.kind.checkpoint);
+    }
+    if (message.resumeToken !== "") {
+      obj.resumeToken = message.resumeToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<WatchDeliveriesResponse>, I>>(base?: I): WatchDeliveriesResponse {
+    return WatchDeliveriesResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WatchDeliveriesResponse>, I>>(object: I): WatchDeliveriesResponse {
+    const message = createBaseWatchDeliveriesResponse();
+    switch (object.kind?.$case) {
+      case "snapshot": {
+        if (object.kind?.snapshot !== undefined && object.kind?.snapshot !== null) {
+          message.kind = { $case: "snapshot", snapshot: DeliverySnapshot.fromPartial(object.kind.snapshot) };
+        }
+        break;
+      }
+      case "change": {
+        if (object.kind?.change !== undefined && object.kind?.change !== null) {
+          message.kind = { $case: "change", change: DeliveryChange.fromPartial(object.kind.change) };
+        }
+        break;
+      }
+      case "caughtUp": {
+        if (object.kind?.caughtUp !== undefined && object.kind?.caughtUp !== null) {
+          message.kind = { $case: "caughtUp", caughtUp: CaughtUp.fromPartial(object.kind.caughtUp) };
+        }
+        break;
+      }
+      case "checkpoint": {
+        if (object.kind?.checkpoint !== undefined && object.kind?.checkpoint !== null) {
+          message.kind = { $case: "checkpoint", checkpoint: Checkpoint.fromPartial(object.kind.checkpoint) };
+        }
+        break;
+      }
+    }
+    message.resumeToken = object.resumeToken ?? "";
+    return message;
+  },
+};
+
 /**
  * DeliveryService runs the life of a home delivery as an event-sourced state
  * machine. Every accepted command appends exactly one event; a rejected command
@@ -3653,6 +4277,24 @@ export const DeliveryServiceService = {
       Buffer.from(WatchDeliveryResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): WatchDeliveryResponse => WatchDeliveryResponse.decode(value),
   },
+  /**
+   * Streams the changes of many deliveries (all, or those whose status before
+   * or after a change is in `statuses`): each delivery's versions in order,
+   * each once, never a gap. Optionally a snapshot of every matching delivery
+   * first. Every message after caught_up carries a resume token; resume with
+   * it on any replica. Never ends by itself.
+   */
+  watchDeliveries: {
+    path: "/delivery.v1.DeliveryService/WatchDeliveries" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: WatchDeliveriesRequest): Buffer =>
+      Buffer.from(WatchDeliveriesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WatchDeliveriesRequest => WatchDeliveriesRequest.decode(value),
+    responseSerialize: (value: WatchDeliveriesResponse): Buffer =>
+      Buffer.from(WatchDeliveriesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WatchDeliveriesResponse => WatchDeliveriesResponse.decode(value),
+  },
 } as const;
 
 export interface DeliveryServiceServer extends UntypedServiceImplementation {
@@ -3685,6 +4327,14 @@ export interface DeliveryServiceServer extends UntypedServiceImplementation {
    * the last version received.
    */
   watchDelivery: handleServerStreamingCall<WatchDeliveryRequest, WatchDeliveryResponse>;
+  /**
+   * Streams the changes of many deliveries (all, or those whose status before
+   * or after a change is in `statuses`): each delivery's versions in order,
+   * each once, never a gap. Optionally a snapshot of every matching delivery
+   * first. Every message after caught_up carries a resume token; resume with
+   * it on any replica. Never ends by itself.
+   */
+  watchDeliveries: handleServerStreamingCall<WatchDeliveriesRequest, WatchDeliveriesResponse>;
 }
 
 export interface DeliveryServiceClient extends Client {
@@ -3851,6 +4501,22 @@ export interface DeliveryServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<WatchDeliveryResponse>;
+  /**
+   * Streams the changes of many deliveries (all, or those whose status before
+   * or after a change is in `statuses`): each delivery's versions in order,
+   * each once, never a gap. Optionally a snapshot of every matching delivery
+   * first. Every message after caught_up carries a resume token; resume with
+   * it on any replica. Never ends by itself.
+   */
+  watchDeliveries(
+    request: WatchDeliveriesRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<WatchDeliveriesResponse>;
+  watchDeliveries(
+    request: WatchDeliveriesRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<WatchDeliveriesResponse>;
 }
 
 export const DeliveryServiceClient = makeGenericClientConstructor(

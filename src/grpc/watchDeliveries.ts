@@ -1,0 +1,103 @@
+import type { handleServerStreamingCall } from "@grpc/grpc-js";
+import type { FeedEncoder, FeedHub } from "../feed/feedHub.js";
+import {
+  DeliveryStatus as ProtoStatus,
+  type WatchDeliveriesRequest,
+  WatchDeliveriesResponse,
+} from "../gen/delivery/v1/delivery.js";
+import type { Logger } from "../logger.js";
+import { toProtoDelivery, toProtoEvent } from "../mapping/protoMapping.js";
+import { ShuttingDown } from "./conditions.js";
+import { toServiceError } from "./errorStatus.js";
+import { parseFields, parseStatuses } from "./parse.js";
+import type { StreamRegistry } from "./streamRegistry.js";
+
+const PROTO_STATUS = {
+  NONE: ProtoStatus.DELIVERY_STATUS_UNSPECIFIED,
+  READY: ProtoStatus.DELIVERY_STATUS_READY,
+  ACTIVE: ProtoStatus.DELIVERY_STATUS_ACTIVE,
+  COLLECTED: ProtoStatus.DELIVERY_STATUS_COLLECTED,
+  COMPLETED: ProtoStatus.DELIVERY_STATUS_COMPLETED,
+  CANCELLED: ProtoStatus.DELIVERY_STATUS_CANCELLED,
+} as const;
+
+/** WatchDeliveriesResponse bytes: the hub encodes each change once for every watcher it goes to. */
+export const feedEncoder: FeedEncoder = {
+  encode(message, resumeToken) {
+    switch (message.kind) {
+      case "snapshot":
+        return WatchDeliveriesResponse.encode({
+          kind: { $case: "snapshot", snapshot: { delivery: toProtoDelivery(message.delivery) } },
+          resumeToken,
+        }).finish();
+      case "change":
+        return WatchDeliveriesResponse.encode({
+          kind: {
+            $case: "change",
+            change: {
+              delivery: toProtoDelivery(message.record.delivery),
+              event: toProtoEvent(message.record.event),
+              previousStatus: PROTO_STATUS[message.previous],
+            },
+          },
+          resumeToken,
+        }).finish();
+      case "caughtUp":
+        return WatchDeliveriesResponse.encode({ kind: { $case: "caughtUp", caughtUp: {} }, resumeToken }).finish();
+      case "checkpoint":
+        return WatchDeliveriesResponse.encode({ kind: { $case: "checkpoint", checkpoint: {} }, resumeToken }).finish();
+      default: {
+        const unhandled: never = message;
+        throw new Error(`unhandled feed message ${JSON.stringify(unhandled)}`);
+      }
+    }
+  },
+};
+
+/** The response serializer of WatchDeliveries: encoded bytes go out as they are. */
+export function serializeFeedResponse(value: WatchDeliveriesResponse | Uint8Array): Buffer {
+  if (value instanceof Uint8Array) return Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+  return Buffer.from(WatchDeliveriesResponse.encode(value).finish());
+}
+
+const RESUME_HINT = "the server is shutting down; watch again (on any replica) with the last resume_token received";
+
+export function createWatchDeliveriesHandler({
+  hub,
+  logger,
+  registry,
+}: {
+  hub: FeedHub;
+  logger: Logger;
+  registry: StreamRegistry;
+}): handleServerStreamingCall<WatchDeliveriesRequest, WatchDeliveriesResponse> {
+  return (call) => {
+    let statuses;
+    try {
+      ({ statuses } = parseFields({ statuses: () => parseStatuses(call.request.statuses) }));
+    } catch (error) {
+      call.emit("error", toServiceError(error, logger));
+      return;
+    }
+    const write = call.write.bind(call) as unknown as (bytes: Uint8Array) => boolean;
+    hub
+      .watch(
+        { statuses, resumeToken: call.request.resumeToken || undefined, includeSnapshot: call.request.includeSnapshot },
+        {
+          write,
+          onDrain: (listener) => call.on("drain", listener),
+          abort: () => registry.end(call, new ShuttingDown(RESUME_HINT)),
+          fail: (error) => {
+            if (!call.cancelled) call.emit("error", toServiceError(error, logger));
+          },
+        },
+      )
+      .then(
+        (handle) => {
+          if (call.cancelled) handle.close();
+          else call.on("cancelled", () => handle.close());
+        },
+        (error: unknown) => call.emit("error", toServiceError(error, logger)),
+      );
+  };
+}
