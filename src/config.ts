@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { type AuthConfig, parseAuthConfig } from "./auth/index.js";
 import { ConfigError } from "./configError.js";
+import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_WAIT_TIMEOUT_MS, parseRedisTarget, type RedisTarget } from "./store/redis/redisTarget.js";
 
 export { ConfigError };
 
@@ -25,6 +26,8 @@ export interface Config {
   readonly redisUrl: string | undefined;
   /** PEM CA that signed a rediss:// Redis's certificate (else Node's trusted CAs). */
   readonly redisTlsCaFile: string | undefined;
+  /** Which Redis: REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS (exactly one), with timeouts and WAIT settings. */
+  readonly redis: RedisTarget;
   readonly logLevel: (typeof LOG_LEVELS)[number];
   /** pretty: human-readable lines (development, a terminal); json: one JSON object per line. */
   readonly logFormat: "json" | "pretty";
@@ -150,6 +153,7 @@ export function loadConfig(env: Env = process.env, stdoutIsTty = false): Config 
     port: port(env, "PORT", 50051),
     redisUrl: url,
     redisTlsCaFile: redisTlsCaFile(env, url),
+    redis: parseRedisTarget(env),
     logLevel: oneOf(env, "LOG_LEVEL", LOG_LEVELS, "info"),
     logFormat: oneOf(env, "LOG_FORMAT", ["json", "pretty"] as const, stdoutIsTty && env.NODE_ENV !== "production" ? "pretty" : "json"),
     metricsPort: present(env, "METRICS_PORT") === undefined ? undefined : port(env, "METRICS_PORT", 0),
@@ -170,4 +174,21 @@ export function loadConfig(env: Env = process.env, stdoutIsTty = false): Config 
 /** Defaults for everything, for tests and embedding: override what matters. */
 export function configWith(overrides: Partial<Config>): Config {
   return { ...loadConfig({}), ...overrides };
+}
+
+/**
+ * The Redis to use: the configured target, or (tests and embedding that set
+ * only redisUrl) a single Redis at redisUrl with the default timeouts.
+ */
+export function redisTargetOf(config: Config): RedisTarget {
+  if (config.redis.mode !== "memory") return config.redis;
+  if (!config.redisUrl) return config.redis;
+  return {
+    mode: "single",
+    url: config.redisUrl,
+    commandTimeoutMs: DEFAULT_COMMAND_TIMEOUT_MS,
+    waitReplicas: 0,
+    waitTimeoutMs: DEFAULT_WAIT_TIMEOUT_MS,
+    tlsCaFile: config.redisTlsCaFile,
+  };
 }

@@ -6,10 +6,9 @@ import { readFileSync } from "node:fs";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Server, ServerCredentials, type ServiceDefinition } from "@grpc/grpc-js";
-import type { Redis } from "ioredis";
 import { createDeliveryApp } from "./app/deliveryApp.js";
 import { createAuthenticator } from "./auth/index.js";
-import { type Config, ConfigError } from "./config.js";
+import { type Config, ConfigError, redisTargetOf } from "./config.js";
 import { DeliveryServiceService } from "./gen/delivery/v1/delivery.js";
 import { type AuthClock, type CallAuth, createCallAuth, systemClock } from "./grpc/callAuth.js";
 import { createDeliveryService } from "./grpc/deliveryService.js";
@@ -26,7 +25,8 @@ import type { Logger } from "./logger.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import type { EventStore } from "./store/eventStore.js";
 import { createMemoryEventStore } from "./store/memory/memoryEventStore.js";
-import { connectRedis, createRedisConnection } from "./store/redis/redisConnection.js";
+import { createRedisClients } from "./store/redis/redisClients.js";
+import { describeRedisTarget } from "./store/redis/redisTarget.js";
 import { createRedisEventStore, StoreLayoutError } from "./store/redis/redisEventStore.js";
 import { createMemoryUpdateSource } from "./watch/memoryUpdateSource.js";
 import { createRedisUpdateSource } from "./watch/redisUpdateSource.js";
@@ -65,53 +65,49 @@ export interface RunningServer {
 interface Backend {
   readonly store: EventStore;
   readonly source: UpdateSource;
-  readonly connections: readonly Redis[];
   /** Calls back with true when every connection is ready, false when one is lost. */
   onAvailability(listener: (available: boolean) => void): void;
+  close(): Promise<void>;
 }
 
 async function createBackend({ config, logger, keyPrefix, now }: ServerOptions, metrics: Metrics): Promise<Backend> {
   const retention = { retainFinishedForMs: config.retainFinishedForMs, ...(now ? { now } : {}) };
-  if (!config.redisUrl) {
-    logger.warn({}, "REDIS_URL is not set: using the in-memory store (one replica only, nothing is kept after exit)");
+  const target = redisTargetOf(config);
+  if (target.mode === "memory") {
+    logger.warn({}, "no Redis is configured: using the in-memory store (one replica only, nothing is kept after exit)");
     const source = createMemoryUpdateSource();
     return {
       store: createMemoryEventStore({ onAppended: (record) => source.publish(record), ...retention }),
       source,
-      connections: [],
       onAvailability: () => {},
+      close: async () => {},
     };
   }
-  const tlsCa = config.redisTlsCaFile ? readFileSync(config.redisTlsCaFile) : undefined;
-  const commands = createRedisConnection(config.redisUrl, "delivery-service", { tlsCa });
-  const subscriber = createRedisConnection(config.redisUrl, "delivery-service:subscriber", { subscriber: true, tlsCa });
-  const connections = [commands, subscriber];
-  let availability: (available: boolean) => void = () => {};
-  const report = () => availability(connections.every((c) => c.status === "ready"));
-  for (const [name, connection] of [["commands", commands], ["subscriber", subscriber]] as const) {
-    connection.on("error", (error: Error) => {
+  const clients = createRedisClients(target, { name: "delivery-service", logger });
+  for (const { name, client } of clients.all()) {
+    client.on("error", (error: Error) => {
       metrics.redisErrors.inc({ connection: name });
       logger.warn({ err: error, connection: name }, "redis connection error");
     });
-    connection.on("ready", report);
-    connection.on("close", report);
   }
   const store = createRedisEventStore({
-    redis: commands,
+    redis: clients.commands,
     keyPrefix,
     partitions: config.storePartitions,
     feedRetentionMs: config.feedRetentionMs,
+    within: (operation) => clients.within(operation),
+    ...(target.waitReplicas > 0 ? { waitForReplicas: (key: string) => clients.waitForReplicas(key) } : {}),
     ...retention,
   });
-  const source = createRedisUpdateSource({ subscriber, keys: store.open, logger });
+  const source = createRedisUpdateSource({ subscriptions: clients.subscriptions, keys: store.open, logger });
   try {
-    await Promise.all(connections.map(connectRedis));
+    await clients.connect();
     // A store of another layout stops the start here (StoreLayoutError names the migration).
     const keys = await store.open();
-    logger.info({ partitions: keys.partitions }, "storage layout 2");
+    logger.info({ partitions: keys.partitions, redis: describeRedisTarget(target) }, "storage layout 2");
   } catch (error) {
     if (error instanceof StoreLayoutError) {
-      await Promise.all(connections.map((c) => c.quit().catch(() => c.disconnect())));
+      await clients.close();
       throw error;
     }
     logger.warn({ err: error }, "redis is not reachable yet; commands fail with UNAVAILABLE until it is");
@@ -119,11 +115,10 @@ async function createBackend({ config, logger, keyPrefix, now }: ServerOptions, 
   return {
     store,
     source,
-    connections,
     onAvailability(listener) {
-      availability = listener;
-      report();
+      clients.onAvailability(listener);
     },
+    close: () => clients.close(),
   };
 }
 
@@ -318,7 +313,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         await new Promise<void>((resolve) => (metricsHttp ? metricsHttp.close(() => resolve()) : resolve()));
         await backend.source.close();
         await backend.store.close();
-        await Promise.all(backend.connections.map((c) => c.quit().catch(() => c.disconnect())));
+        await backend.close();
       })();
       return stopping;
     },

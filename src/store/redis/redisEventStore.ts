@@ -29,7 +29,7 @@ import {
   statusCode,
 } from "./codec.js";
 import { createRedisKeys, DEFAULT_PARTITIONS, INDEXED_STATUSES, type IndexedStatus, type RedisKeys } from "./keys.js";
-import { callRedis } from "./redisErrors.js";
+import { callRedis as callRedisOnce } from "./redisErrors.js";
 import { registerScripts } from "./scripts.js";
 
 export const LAYOUT_VERSION = "2";
@@ -49,6 +49,10 @@ export interface RedisEventStoreDeps {
   /** Finished deliveries are deleted this long after their last event; undefined keeps them. */
   readonly retainFinishedForMs?: number;
   readonly now?: () => number;
+  /** Gives each call a deadline from its arrival (REDIS_COMMAND_TIMEOUT_MS), whatever is queued ahead of it. */
+  readonly within?: <T>(operation: () => Promise<T>) => Promise<T>;
+  /** After an append: wait for REDIS_WAIT_REPLICAS replicas of the key's node (rejects when too few acknowledge). */
+  readonly waitForReplicas?: (key: string) => Promise<number>;
 }
 
 export interface RedisEventStore extends EventStore {
@@ -75,6 +79,7 @@ function parsePrior(value: string): PriorRequest {
 
 /** Reads the layout of an existing store, or records a new one; shared with the migration. */
 export async function openLayout(redis: Redis | Cluster, keyPrefix: string, partitions: number): Promise<RedisKeys> {
+  const callRedis = callRedisOnce;
   const probe = createRedisKeys(keyPrefix, 1);
   let meta = await callRedis(() => redis.hgetall(probe.meta));
   if (meta.layout === undefined) {
@@ -104,8 +109,12 @@ export function createRedisEventStore({
   feedRetentionMs = DEFAULT_FEED_RETENTION_MS,
   retainFinishedForMs,
   now = Date.now,
+  within,
+  waitForReplicas,
 }: RedisEventStoreDeps): RedisEventStore {
   const runScript = registerScripts(redis);
+  // Every call below goes through callRedis; with a deadline, it starts at arrival.
+  const callRedis = within ? <T>(operation: () => Promise<T>) => callRedisOnce(() => within(operation)) : callRedisOnce;
 
   // The layout is read once; while Redis is unreachable every call tries again.
   let opened: Promise<RedisKeys> | undefined;
@@ -222,6 +231,8 @@ export function createRedisEventStore({
       )) as [string, string];
       switch (outcome) {
         case "appended":
+          // Acknowledged only once enough replicas have it; if they do not, the client retries with its request_id.
+          if (waitForReplicas) await callRedis(() => waitForReplicas(d.log));
           return { outcome };
         case "conflict":
           return { outcome, currentVersion: Number(value) };
