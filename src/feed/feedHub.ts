@@ -281,17 +281,15 @@ export function createFeedHub({
 
   async function snapshot(w: Watcher, statuses: readonly DeliveryStatus[]): Promise<void> {
     w.shown = new Map();
-    let cursor: string | undefined;
-    for (;;) {
-      const page = await store.list({ statuses, order: "asc", cursor, limit: 500 });
-      for (const delivery of page.deliveries) {
+    for await (const page of store.scan(statuses, 500)) {
+      for (const delivery of page) {
         if (w.phase === "ended") return;
+        // A delivery that moved between indexes during the scan can be met twice: once only.
+        if (w.shown.has(delivery.id)) continue;
         w.shown.set(delivery.id, delivery.version);
         // A slow client during the snapshot: wait for it (the snapshot is not resumable).
         if (!w.stream.write(encoder.encode({ kind: "snapshot", delivery }, ""))) await new Promise<void>((resolve) => w.stream.onDrain(resolve));
       }
-      if (page.nextCursor === undefined) return;
-      cursor = page.nextCursor;
     }
   }
 

@@ -95,6 +95,8 @@ export interface EventStore {
   readAfter(deliveryId: string, afterVersion: number, limit: number): Promise<readonly RecordedEvent[]>;
   /** A page of deliveries by status and creation order; each listed once per walk. */
   list(query: ListQuery): Promise<DeliveryPage>;
+  /** Every delivery currently in one of the statuses (all when empty), in no particular order, a batch at a time. */
+  scan(statuses: readonly DeliveryStatus[], batch: number): AsyncIterable<readonly Delivery[]>;
   /** Current versions (0 for unknown) of several deliveries in one round trip. */
   currentVersions(deliveryIds: readonly string[]): Promise<number[]>;
   /** Deletes finished deliveries whose retention is over (a no-op without retention); how many. */

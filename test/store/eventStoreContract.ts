@@ -390,6 +390,19 @@ export function eventStoreContract(name: string, makeStore: (options?: StoreOpti
         expect(pages.flat().map((d) => d.id)).toEqual(idsIn(["READY", "CANCELLED", "ACTIVE"]).reverse());
       });
 
+      it.each([1, 3, 500])("scans every delivery in a set of statuses once, %i per batch", async (batch) => {
+        await createHistories();
+        const seen: string[] = [];
+        for await (const page of store.scan(["READY", "COMPLETED"], batch)) {
+          expect(page.length).toBeLessThanOrEqual(batch);
+          seen.push(...page.map((d) => d.id));
+        }
+        expect(seen.sort()).toEqual(idsIn(["READY", "COMPLETED"]).sort());
+        const all: string[] = [];
+        for await (const page of store.scan([], batch)) all.push(...page.map((d) => d.id));
+        expect(all.sort()).toEqual(HISTORIES.map(([id]) => id).sort());
+      });
+
       it("lists everything newest first without a filter", async () => {
         await createHistories();
         const pages = await listAll(store, 3, { statuses: [], order: "desc" });

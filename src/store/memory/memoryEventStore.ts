@@ -142,6 +142,21 @@ export function createMemoryEventStore({
       return matching.length > limit && last ? { deliveries: result, nextCursor: last[0] } : { deliveries: result };
     },
 
+    async *scan(statuses, batch) {
+      const allowed = new Set<DeliveryStatus>(statuses);
+      let page: Delivery[] = [];
+      for (const id of [...deliveries.keys()]) {
+        const delivery = live(id)?.log.at(-1)?.delivery;
+        if (!delivery || (allowed.size > 0 && !allowed.has(delivery.status))) continue;
+        page.push(delivery);
+        if (page.length === batch) {
+          yield page;
+          page = [];
+        }
+      }
+      if (page.length > 0) yield page;
+    },
+
     async currentVersions(deliveryIds) {
       return deliveryIds.map((id) => deliveries.get(id)?.log.length ?? 0);
     },

@@ -293,6 +293,32 @@ export function createRedisEventStore({
       return members.length > limit && last !== undefined ? { deliveries, nextCursor: last } : { deliveries };
     },
 
+    async *scan(statuses, batch) {
+      const k = await keys();
+      const wanted: readonly IndexedStatus[] = statuses.length > 0 ? (statuses as readonly IndexedStatus[]) : INDEXED_STATUSES;
+      const allowed = new Set<DeliveryStatus>(wanted);
+      for (let p = 0; p < k.partitions; p++) {
+        for (const status of wanted) {
+          const key = k.partition(p).index(status);
+          let from = "-";
+          for (;;) {
+            const members = await callRedis(() => redis.zrange(key, from, "+", "BYLEX", "LIMIT", 0, batch));
+            if (members.length === 0) break;
+            const ids = members.map(idOfIndexMember);
+            const entries = await logs(k, ids);
+            const page: Delivery[] = [];
+            ids.forEach((id, i) => {
+              const state = foldState(id, entries[i]!);
+              if (state.status !== "NONE" && allowed.has(state.status) && !isDue(state)) page.push(state);
+            });
+            yield page;
+            if (members.length < batch) break;
+            from = `(${members.at(-1)!}`;
+          }
+        }
+      }
+    },
+
     async currentVersions(deliveryIds) {
       if (deliveryIds.length === 0) return [];
       const k = await keys();
