@@ -22,6 +22,8 @@ if (!url) {
 }
 const tlsCa = process.env.REDIS_TLS_CA_FILE ? readFileSync(process.env.REDIS_TLS_CA_FILE) : undefined;
 const redis = createRedisConnection(url, "delivery-service:migrate", { tlsCa });
+// Connection errors reach the caller as rejections; ioredis would also print them.
+redis.on("error", () => {});
 try {
   await redis.connect();
   const report = await migrateToLayout2(redis, {

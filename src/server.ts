@@ -77,7 +77,7 @@ async function createBackend({ config, logger, keyPrefix, now }: ServerOptions, 
     logger.warn({}, "no Redis is configured: using the in-memory store (one replica only, nothing is kept after exit)");
     const source = createMemoryUpdateSource();
     return {
-      store: createMemoryEventStore({ onAppended: (record) => source.publish(record), ...retention }),
+      store: createMemoryEventStore({ onAppended: (record) => source.publish(record), feedRetentionMs: config.feedRetentionMs, ...retention }),
       source,
       onAvailability: () => {},
       close: async () => {},
@@ -209,7 +209,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     observer: { liveUpdate: () => metrics.pubsubMessages.inc(), repairedFromLog: (events) => metrics.gapsRepaired.inc(events) },
     ...(options.safetyNetIntervalMs ? { safetyNetIntervalMs: options.safetyNetIntervalMs } : {}),
   });
-  metrics.watchersFrom(() => hub.watcherCount);
+
 
   const server = new Server({
     // Requests only: a response over a limit would tell the caller a recorded command failed.
@@ -237,6 +237,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     ...(options.now ? { now: options.now } : {}),
     ...(options.safetyNetIntervalMs ? { safetyNetIntervalMs: options.safetyNetIntervalMs } : {}),
   });
+  metrics.watchersFrom(() => hub.watcherCount + feedHub.watcherCount);
   const watchDeliveries = limitWatchers(createWatchDeliveriesHandler({ hub: feedHub, logger, registry: streams }));
   const implementation = createDeliveryService({ app, logger, watchDelivery, watchDeliveries });
   const health = createHealth(["", SERVICE_NAME], logger);

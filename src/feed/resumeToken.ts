@@ -75,7 +75,8 @@ export function decodeResumeToken(
   if (wire!.f.join(",") !== filterNumbers(statuses).join(",")) {
     throw new InvalidInput("resume_token was issued for another filter (statuses differ)", "resume_token", "RESUME_TOKEN_MISMATCH");
   }
-  const cut = nowMs - retentionMs + SKEW_MS;
+  // The allowance for clocks never eats more than a tenth of the retention.
+  const cut = nowMs - retentionMs + Math.min(SKEW_MS, retentionMs / 10);
   for (let i = 0; i < partitions; i++) {
     const positionMs = Number(wire!.p[i]!.split("-")[0]);
     const newestSafe = wire!.e[i] === "1" ? Math.max(positionMs, wire!.t) : positionMs;

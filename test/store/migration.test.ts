@@ -144,6 +144,7 @@ describe("migration from storage layout 1 (release 0.1), on its real output", ()
       (e: unknown) => e,
     );
     expect(error).toBeInstanceOf(StoreLayoutError);
+    expect((error as Error).message).toContain("in progress");
 
     const rest = await migrateToLayout2(redis, { batch: 3 });
     expect(rest).toMatchObject({ complete: true, deliveries: manifest.deliveries.length - 5, reimported: [] });

@@ -161,6 +161,18 @@ describe("redis event store: Redis specifics", () => {
       expect(feed.map(([, f]) => fieldsOf(f).d)).toEqual(sameFeed ? ["d2"] : ["d1"]);
     });
 
+    it("deletes on read a delivery that finished before retention was turned on (it has no expiry entry)", async () => {
+      const done = recordsOf("old", [cmd.create(1), cmd.cancel("before retention")]);
+      await appendAll(store, done);
+      const finishedAt = done.at(-1)!.event.occurredAtMs;
+      const retained = createRedisEventStore({ redis, keyPrefix: prefix, retainFinishedForMs: 1_000, now: () => finishedAt + 1_000 });
+
+      expect((await retained.load("old")).state.status).toBe("NONE");
+      const k = keys().delivery("old");
+      expect(await redis.exists(k.log, k.requests)).toBe(0);
+      expect(await redis.zcard(k.index("CANCELLED"))).toBe(0);
+    });
+
     it("writes no key outside the layout", async () => {
       await appendAll(store, recordsOf("d1", FOUR_EVENTS));
       await appendAll(store, recordsOf("d2", [cmd.create(1), cmd.cancel("no")]));

@@ -83,14 +83,14 @@ export async function openLayout(redis: Redis | Cluster, keyPrefix: string, part
   const probe = createRedisKeys(keyPrefix, 1);
   let meta = await callRedis(() => redis.hgetall(probe.meta));
   if (meta.layout === undefined) {
+    // A migration in progress has recorded its partitions but not yet the layout.
+    if (meta.migrating !== undefined) {
+      throw new StoreLayoutError("a migration to storage layout 2 is in progress; let `npm run migrate` finish (it resumes where it stopped)");
+    }
     if ((await callRedis(() => redis.exists(probe.legacyIndex))) === 1) {
       throw new StoreLayoutError(
         "this Redis holds data of storage layout 1 (release 0.1); run `npm run migrate` (with the same Redis settings) before starting this release",
       );
-    }
-    // A migration in progress has recorded its partitions but not yet the layout.
-    if (meta.migrating !== undefined) {
-      throw new StoreLayoutError("a migration to storage layout 2 is in progress; let `npm run migrate` finish (it resumes where it stopped)");
     }
     await callRedis(() => redis.hsetnx(probe.meta, "partitions", String(partitions)));
     await callRedis(() => redis.hsetnx(probe.meta, "layout", LAYOUT_VERSION));
@@ -136,7 +136,7 @@ export function createRedisEventStore({
       runScript(
         "deleteDelivery",
         [d.log, d.requests, d.index(delivery.status as IndexedStatus), d.expiry],
-        [`${statusCode(delivery.status)}${member}`, member, String(now())],
+        [`${statusCode(delivery.status)}${member}`, member, String(now()), String(delivery.updatedAtMs + (retainFinishedForMs ?? 0)), String(delivery.version)],
       ),
     );
     return deleted === 1;
@@ -339,7 +339,7 @@ export function createRedisEventStore({
           const id = idOfIndexMember(member);
           if (!status) continue;
           const result = await callRedis(() =>
-            runScript("deleteDelivery", [part.log(id), part.requests(id), part.index(status), part.expiry], [expiryMember, member, String(nowMs)]),
+            runScript("deleteDelivery", [part.log(id), part.requests(id), part.index(status), part.expiry], [expiryMember, member, String(nowMs), "", ""]),
           );
           if (result === 1) deleted++;
         }
