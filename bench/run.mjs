@@ -3,9 +3,13 @@
  * client code (the generated DeliveryServiceClient), on loopback; NATS
  * (JetStream KV watches, core NATS) as a peer in the fanout and memory sections.
  *
- *   node bench/run.mjs [--smoke] [--runs N] [--only commands,reads,fanout,memory,catchup,storage,list]
+ *   node bench/run.mjs [--smoke] [--runs N] [--only commands,reads,fanout,memory,catchup,storage,list,firehose,cluster]
  *                      [--levels 1,16,64] [--watchers 100,1000,5000] [--cpu-prof] [--out file]
- *                      [--nats kv,file,core|none]
+ *                      [--nats kv,file,core|none] [--cluster]
+ *
+ * --cluster adds the cluster section (the service on a 3-primary Redis Cluster against a
+ * single redis-server); without it the section runs only in a run that is not a smoke, and
+ * only when the redis-server on PATH can run a cluster for the service (Redis >= 7).
  *
  * --cpu-prof writes a V8 CPU profile of the server child per measured window to
  * bench/results/profiles/ (summarise with bench/profileTop.mjs). BENCH_SERVICE_DIST=dir
@@ -39,15 +43,18 @@ import { NATS_KV_HISTORY } from "./lib/natsPeer.mjs";
 import { printTable } from "./lib/report.mjs";
 import { round } from "./lib/stats.mjs";
 import catchup from "./sections/catchup.mjs";
+import cluster from "./sections/cluster.mjs";
+import { clusterSupport } from "./lib/redisCluster.mjs";
 import commands from "./sections/commands.mjs";
 import fanout from "./sections/fanout.mjs";
+import firehose from "./sections/firehose.mjs";
 import memory from "./sections/memory.mjs";
 import list from "./sections/list.mjs";
 import reads from "./sections/reads.mjs";
 import storage from "./sections/storage.mjs";
 
 /** In the order they run and print. */
-const SECTIONS = [commands, reads, fanout, memory, catchup, storage, list];
+const SECTIONS = [commands, reads, fanout, memory, catchup, storage, list, firehose, cluster];
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { values: flags } = parseArgs({
@@ -60,12 +67,18 @@ const { values: flags } = parseArgs({
     "cpu-prof": { type: "boolean", default: false },
     out: { type: "string", default: path.join(here, "results", "latest.json") },
     nats: { type: "string" },
+    cluster: { type: "boolean", default: false },
   },
 });
 
 const SMOKE = flags.smoke;
 const RUNS = flags.runs ? Math.max(1, Number(flags.runs)) : SMOKE ? 1 : 3;
 const ONLY = new Set((flags.only ?? SECTIONS.map((s) => s.name).join(",")).split(","));
+// The cluster section: added by --cluster; otherwise only in a run that is not a smoke, and only
+// when the redis-server on PATH can run a cluster for the service (Redis >= 7).
+const CLUSTER_SUPPORT = clusterSupport();
+if (flags.cluster) ONLY.add("cluster");
+else if (ONLY.has("cluster") && (SMOKE || !CLUSTER_SUPPORT.ok)) ONLY.delete("cluster");
 const CFG = SMOKE
   ? { warmupMs: 100, durationMs: 250, levels: [1, 16, 64], readIds: 64, watchers: [20], cadenceCommands: 5, closedLoopMs: 300, idleMs: 200, catchUpEvents: 200, deadlineMs: 90_000 }
   : { warmupMs: 300, durationMs: 1_500, levels: [1, 16, 64], readIds: 256, watchers: [100, 1_000, 5_000], cadenceCommands: 20, closedLoopMs: 1_500, idleMs: 700, catchUpEvents: 10_000, deadlineMs: 540_000 };
@@ -103,6 +116,9 @@ async function main() {
   if (!COUNTS) process.stderr.write(`${nodeBanner()}\n`);
   if (flags.nats) for (const name of flags.nats.split(",")) if (name !== "none" && !NATS_NAMES[name.trim()]) log(`--nats: no peer named "${name}" (kv, file, core, none)`);
   for (const name of ONLY) if (!SECTIONS.some((s) => s.name === name)) log(`--only: no section named "${name}" (sections: ${SECTIONS.map((s) => s.name).join(", ")})`);
+  if (!ONLY.has("cluster") && (!flags.only || flags.only.split(",").includes("cluster"))) {
+    log(`cluster section left out: ${SMOKE ? "a smoke runs it only with --cluster" : CLUSTER_SUPPORT.reason}`);
+  }
   // Until the context exists, only Redis needs stopping; every child process (server and
   // watcher children, nats-server, redis-server) is also killed by an exit handler of its own.
   let redisForExit;

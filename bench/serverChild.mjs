@@ -1,9 +1,11 @@
 /**
  * One server per process, so its CPU and memory can be read alone:
- *   node [--expose-gc] bench/serverChild.mjs real <redisUrl>      (BENCH_SERVICE_DIST: another build than ../dist)
+ *   node [--expose-gc] bench/serverChild.mjs real <redisUrl> [partitions]      (BENCH_SERVICE_DIST: another build than ../dist)
+ *   node [--expose-gc] bench/serverChild.mjs cluster <host:port,...> [partitions]   (the service on a Redis Cluster: REDIS_CLUSTER_NODES)
  *   node [--expose-gc] bench/serverChild.mjs bare|bare-sized   (empty or real-sized unary responses)
  * Sends {type:"ready", port} over IPC, then answers {id, op} requests:
- *   usage {gc}      -> {cpu: process.cpuUsage(), elu: event loop utilisation so far, mem: process.memoryUsage(), watchers}
+ *   usage {gc}      -> {cpu: process.cpuUsage(), elu: event loop utilisation so far, mem: process.memoryUsage(),
+ *                       watchers (WatchDelivery), feedWatchers (WatchDeliveries)}
  *   prepareCatchUp  -> bare only: pre-encode n updates for a catch-up watch
  *   profileStart {intervalUs} / profileStop {file}
  *                   -> V8 CPU profile of a window (node:inspector), written as a .cpuprofile
@@ -17,14 +19,14 @@ import { Session } from "node:inspector/promises";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 
-const [mode, redisUrl] = process.argv.slice(2);
+const [mode, redisUrl, partitions] = process.argv.slice(2);
 let inspector;
 
 async function start() {
   if (mode === "bare" || mode === "bare-sized") {
     const { startBareServer } = await import("./bareServer.mjs");
     const bare = await startBareServer({ responses: mode === "bare-sized" ? "sized" : "empty" });
-    return { port: bare.port, watchers: () => bare.watcherCount, stop: () => bare.stop(), prepareCatchUp: (n) => bare.prepareCatchUp(n) };
+    return { port: bare.port, watchers: () => bare.watcherCount, feedWatchers: () => 0, stop: () => bare.stop(), prepareCatchUp: (n) => bare.prepareCatchUp(n) };
   }
   // BENCH_SERVICE_DIST: measure another build of the service (e.g. a patched copy of dist/ placed
   // under bench/results/ so that it still resolves node_modules); default ../dist.
@@ -32,11 +34,14 @@ async function start() {
   const { startServer } = await import(new URL("server.js", dist).href);
   const { configWith } = await import(new URL("config.js", dist).href);
   const { silentLogger } = await import(new URL("logger.js", dist).href);
-  const server = await startServer({
-    config: configWith({ host: "127.0.0.1", port: 0, redisUrl, logLevel: "silent", shutdownGraceMs: 1_000 }),
-    logger: silentLogger,
-  });
-  return { port: server.port, watchers: () => server.hub.watcherCount, stop: () => server.stop(), prepareCatchUp: () => {} };
+  const overrides = { host: "127.0.0.1", port: 0, logLevel: "silent", shutdownGraceMs: 1_000, ...(partitions ? { storePartitions: Number(partitions) } : {}) };
+  if (mode === "cluster") {
+    // What REDIS_CLUSTER_NODES=<nodes> gives the service, read by its own parser.
+    const { parseRedisTarget } = await import(new URL("store/redis/redisTarget.js", dist).href);
+    overrides.redis = parseRedisTarget({ REDIS_CLUSTER_NODES: redisUrl });
+  } else overrides.redisUrl = redisUrl;
+  const server = await startServer({ config: configWith(overrides), logger: silentLogger });
+  return { port: server.port, watchers: () => server.hub.watcherCount, feedWatchers: () => server.feed.watcherCount, stop: () => server.stop(), prepareCatchUp: () => {} };
 }
 
 function gcNow() {
@@ -55,7 +60,7 @@ process.on("message", async (message) => {
       case "usage": {
         const gced = message.gc ? gcNow() : false;
         const spaces = Object.fromEntries(v8.getHeapSpaceStatistics().map((x) => [x.space_name, { size: x.space_size, used: x.space_used_size, physical: x.physical_space_size }]));
-        reply({ cpu: process.cpuUsage(), elu: performance.eventLoopUtilization(), mem: process.memoryUsage(), spaces, watchers: server.watchers(), gced });
+        reply({ cpu: process.cpuUsage(), elu: performance.eventLoopUtilization(), mem: process.memoryUsage(), spaces, watchers: server.watchers(), feedWatchers: server.feedWatchers(), gced });
         break;
       }
       case "profileStart":

@@ -1,13 +1,16 @@
 /**
- * The watchers of the fanout and memory sections, in a process of their own so
+ * The watchers of the fanout, memory, firehose and cluster sections, in a process of their own so
  * that their CPU is theirs alone and the parent can time command
  * acknowledgements without waiting behind thousands of stream messages.
  * Timestamps are process.hrtime (CLOCK_MONOTONIC), comparable across processes
  * on one host.
  *
- * Three transports, measured the same way (a receipt is timed once the message
+ * Four transports, measured the same way (a receipt is timed once the message
  * is decoded into a WatchDeliveryResponse, as grpc-js hands ours over):
  *   grpc       WatchDelivery streams of DeliveryService (the service or the bare baseline)
+ *   firehose   WatchDeliveries streams (no filter, no snapshot) of the service: every change of every
+ *              delivery; a receipt is keyed "<delivery id>:<version>" (the key a command's ack names),
+ *              versions are checked per delivery; the first message (caught_up) is the start
  *   nats-kv    NATS JetStream KV watches of one key (kv.watch({key}): an ordered push consumer each);
  *              the version is the entry's revision, the first entry (the key's last value) the snapshot
  *   nats-core  core NATS subscriptions of one subject; the version is the one encoded in the payload
@@ -15,16 +18,18 @@
  * IPC requests ({id, op, ...} -> {id, ...}):
  *   open {transport, count, channels, ...}    opens `count` watches spread over `channels` distinct
  *        grpc: {port, deliveryId}             connections; replies once each has its first message
+ *        firehose: {port}
  *        nats-kv: {url, bucket, key}          (the snapshot; core NATS has none: once the server
  *        nats-core: {url, subject}            has every subscription)
  *   stats {acks: [[version, ackNs, sentNs]...]} latencies from each ack (and send) to each receipt
  *   closeAll {closeChannels}                  cancels every watch (and closes the connections)
  *   usage                                     process.cpuUsage(), event loop utilisation
  *   stop                                      cancels everything and exits
- * Unsolicited: {type: "all", version, lastNs} when every open watch has a version.
+ * Unsolicited: {type: "all", version, lastNs} when every open watch has a version (for the
+ * firehose, `version` is the key "<delivery id>:<version>").
  */
 import grpc from "@grpc/grpc-js";
-import { DeliveryServiceClient, WatchDeliveryResponse } from "../dist/gen/delivery/v1/delivery.js";
+import { DeliveryServiceClient, WatchDeliveriesResponse, WatchDeliveryResponse } from "../dist/gen/delivery/v1/delivery.js";
 
 const nowNs = () => Number(process.hrtime.bigint());
 const FLOW_CONTROL_WINDOW = Number(process.env.BENCH_FLOW_WINDOW ?? 16 * 1024 * 1024);
@@ -79,8 +84,11 @@ function snapshotReceived(watch, version) {
   onSnapshot();
 }
 
-/** An update: its receipt time, unless the watch had it already; gaps are counted. */
-function updateReceived(watch, version, t, bytes) {
+/**
+ * An update: its receipt time, unless the watch had it already; gaps are counted.
+ * `key`: what the receipt is filed under (the version, or the firehose's "<id>:<version>").
+ */
+function updateReceived(watch, version, t, bytes, key = version) {
   if (watch.last !== 0 && version !== watch.last + 1) {
     if (version <= watch.last) {
       repeatedVersions++;
@@ -91,13 +99,20 @@ function updateReceived(watch, version, t, bytes) {
     maxMissedPerStream = Math.max(maxMissedPerStream, missed);
   }
   watch.last = version;
-  let times = receipts.get(version);
-  if (!times) receipts.set(version, (times = []));
+  let times = receipts.get(key);
+  if (!times) receipts.set(key, (times = []));
   times.push(t);
   if (times.length === open) {
     if (!lastMessageBytes) lastMessageBytes = bytes();
-    if (process.connected) process.send({ type: "all", version, lastNs: t });
+    if (process.connected) process.send({ type: "all", version: key, lastNs: t });
   }
+}
+
+/** A firehose change: the same checks per delivery (a watch's last version of each delivery it has seen). */
+function changeReceived(watch, deliveryId, version, t, bytes) {
+  const perDelivery = { last: watch.byDelivery.get(deliveryId) ?? 0 };
+  updateReceived(perDelivery, version, t, bytes, `${deliveryId}:${version}`);
+  watch.byDelivery.set(deliveryId, perDelivery.last);
 }
 
 function failed(text) {
@@ -118,6 +133,27 @@ const TRANSPORTS = {
         const version = Number(message.delivery.version);
         if (!message.event) snapshotReceived(watch, version);
         else updateReceived(watch, version, t, () => WatchDeliveryResponse.encode(message).finish().length);
+      });
+      call.on("error", (error) => {
+        if (error.code === grpc.status.CANCELLED) return;
+        failed(`${grpc.status[error.code] ?? error.code}: ${error.details}`);
+      });
+      return watch;
+    },
+  },
+  firehose: {
+    key: (t) => `grpc:${t.port}`,
+    connect: (t) => grpcClient(t.port),
+    watch({ client }) {
+      const call = client.watchDeliveries({ statuses: [], resumeToken: "", includeSnapshot: false });
+      const watch = { last: 0, byDelivery: new Map(), cancel: () => call.cancel() };
+      call.on("data", (message) => {
+        const t = nowNs();
+        const kind = message.kind;
+        if (kind?.$case === "change") {
+          const event = kind.change.event;
+          changeReceived(watch, event.deliveryId, Number(event.version), t, () => WatchDeliveriesResponse.encode(message).finish().length);
+        } else if (kind?.$case === "caughtUp" && watch.last === 0) snapshotReceived(watch, 1);
       });
       call.on("error", (error) => {
         if (error.code === grpc.status.CANCELLED) return;

@@ -22,14 +22,22 @@ export function machineBusySeconds() {
 }
 
 /**
- * `redis` is the context's Redis handle (its cpuSeconds()); `server` anything
+ * `redis` is the context's Redis handle (its cpuSeconds()), or a Redis Cluster
+ * (bench/lib/redisCluster.mjs: nodeCpuSeconds() too, then each node's cores
+ * are in utilisation().redisNodes and the busiest one decides whether "Redis"
+ * is saturated); `server` anything
  * with usage() -> {cpu: {user, system} in µs, elu?} (a server child, a
  * nats-server); `watchers` a watcher pool or nothing.
  */
 export function createMeasure({ redis }) {
   /** Resource use at one instant. */
   async function snapshot(server, watchers) {
-    const [usage, redisCpu, watcherUsage] = await Promise.all([server.usage(), redis.cpuSeconds(), watchers ? watchers.usage() : []]);
+    const [usage, redisNodes, watcherUsage] = await Promise.all([
+      server.usage(),
+      redis.nodeCpuSeconds ? redis.nodeCpuSeconds() : redis.cpuSeconds().then((s) => ({ all: s })),
+      watchers ? watchers.usage() : [],
+    ]);
+    const redisCpu = Object.values(redisNodes).reduce((a, b) => a + b, 0);
     return {
       t: nowNs(),
       server: cpuMicros(usage.cpu),
@@ -38,6 +46,7 @@ export function createMeasure({ redis }) {
       client: cpuMicros(process.cpuUsage()) + watcherUsage.reduce((a, u) => a + cpuMicros(u.cpu), 0),
       clientElus: [performance.eventLoopUtilization(), ...watcherUsage.map((u) => u.elu)],
       redis: redisCpu,
+      redisNodes: redis.nodeCpuSeconds ? redisNodes : undefined,
       machine: machineBusySeconds(),
     };
   }
@@ -55,10 +64,13 @@ export function utilisation(a, b) {
   // Event loop utilisation over the window: the share of time a process's JavaScript thread was busy
   // (NaN for a server without one, such as nats-server).
   const elu = (x, y) => (x && y ? (y.active - x.active) / (y.active + y.idle - x.active - x.idle) : Number.NaN);
+  // A cluster: each node's cores (by port), and the busiest node's.
+  const redisNodes = a.redisNodes && b.redisNodes ? Object.fromEntries(Object.keys(b.redisNodes).map((port) => [port, (b.redisNodes[port] - a.redisNodes[port]) / wallS])) : undefined;
   return {
     client,
     server,
     redis: redisCores,
+    ...(redisNodes ? { redisNodes, redisBusiest: Math.max(...Object.values(redisNodes)) } : {}),
     others,
     serverElu: elu(a.serverElu, b.serverElu),
     clientElu: Math.max(...b.clientElus.map((y, i) => elu(a.clientElus[i], y))),
@@ -73,13 +85,15 @@ export const pct = (x) => (Number.isFinite(x) ? `${Math.round(x * 100)}%` : "-")
  * round trips themselves (concurrency too low to saturate anything).
  */
 export function limitedBy(u, withRedis) {
-  const cores = `client ${u.client.toFixed(2)}, server ${u.server.toFixed(2)}${withRedis ? `, Redis ${u.redis.toFixed(2)}` : ""} cores; event loop busy: client ${pct(u.clientElu)}, server ${pct(u.serverElu)}`;
+  const busiest = Number.isFinite(u.redisBusiest) ? ` (busiest node ${u.redisBusiest.toFixed(2)})` : "";
+  const cores = `client ${u.client.toFixed(2)}, server ${u.server.toFixed(2)}${withRedis ? `, Redis ${u.redis.toFixed(2)}${busiest}` : ""} cores; event loop busy: client ${pct(u.clientElu)}, server ${pct(u.serverElu)}`;
   const noise = u.others >= 0.15 ? `; other processes ${u.others.toFixed(2)} cores` : "";
   const candidates = [
     ["client event loop", u.clientElu],
     // A server without a JavaScript event loop (nats-server, multi-threaded): its share of all the cores.
     Number.isFinite(u.serverElu) ? ["server event loop", u.serverElu] : ["server threads", u.server / os.availableParallelism()],
-    ...(withRedis ? [["Redis", u.redis]] : []),
+    // Redis is single-threaded: one core is its limit (a cluster's: its busiest node's).
+    ...(withRedis ? [["Redis", Number.isFinite(u.redisBusiest) ? u.redisBusiest : u.redis]] : []),
   ]
     .filter(([, level]) => Number.isFinite(level))
     .sort((x, y) => y[1] - x[1]);
@@ -96,5 +110,7 @@ export const medianOf = (runs, key) => spread(runs.map((r) => r[key]));
 
 export function medianUtil(runs) {
   const med = (key) => spread(runs.map((r) => r.util[key])).median;
-  return { client: med("client"), server: med("server"), redis: med("redis"), others: med("others"), clientElu: med("clientElu"), serverElu: med("serverElu") };
+  const out = { client: med("client"), server: med("server"), redis: med("redis"), others: med("others"), clientElu: med("clientElu"), serverElu: med("serverElu") };
+  if (runs.every((r) => Number.isFinite(r.util.redisBusiest))) out.redisBusiest = med("redisBusiest");
+  return out;
 }

@@ -5,7 +5,7 @@
  * the others (bench/lib/redisServer.mjs, bench/lib/child.mjs).
  *
  *   const svc = await startPrivateService(ctx);
- *   svc.redis.url, svc.redis.admin (ioredis), await svc.redis.memory()
+ *   svc.redis.url, svc.redis.admin (ioredis), await svc.redis.memory(), await svc.redis.cpuSeconds()
  *   svc.server (the child), svc.client (the generated gRPC client)
  *   await svc.stopServer(); await svc.stop();
  */
@@ -59,7 +59,18 @@ export async function startPrivateService(ctx) {
     await child.stop();
   };
   return {
-    redis: { url: server.url, port: server.port, admin, memory: () => settledMemory(admin) },
+    redis: {
+      url: server.url,
+      port: server.port,
+      admin,
+      memory: () => settledMemory(admin),
+      /** used_cpu_user + used_cpu_sys so far (INFO cpu). */
+      async cpuSeconds() {
+        const info = await admin.info("cpu");
+        const field = (name) => Number(info.match(new RegExp(`^${name}:([\\d.]+)`, "m"))?.[1] ?? 0);
+        return field("used_cpu_user") + field("used_cpu_sys");
+      },
+    },
     server: child,
     client,
     stopServer,

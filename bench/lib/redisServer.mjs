@@ -38,13 +38,17 @@ function ping(port) {
   });
 }
 
-export async function startRedis() {
-  const port = await freePort();
+/**
+ * `port` (default a free one), `args` more redis-server arguments (the cluster
+ * nodes of bench/lib/redisCluster.mjs), `dirPrefix` its temporary --dir.
+ */
+export async function startRedis({ port: fixedPort, args = [], dirPrefix = "bench-redis-" } = {}) {
+  const port = fixedPort ?? (await freePort());
   if (port === 6379) throw new Error("refusing port 6379");
-  const dir = mkdtempSync(path.join(os.tmpdir(), "bench-redis-"));
+  const dir = mkdtempSync(path.join(os.tmpdir(), dirPrefix));
   const child = spawn(
     "redis-server",
-    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--daemonize", "no", "--loglevel", "warning"],
+    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--daemonize", "no", "--loglevel", "warning", ...args],
     { stdio: ["ignore", "ignore", "inherit"] },
   );
   let exited = false;
@@ -65,6 +69,7 @@ export async function startRedis() {
   return {
     port,
     pid: child.pid,
+    dir,
     url: `redis://127.0.0.1:${port}`,
     async stop() {
       if (!exited) child.kill("SIGTERM");

@@ -10,12 +10,16 @@ import { startChild } from "./child.mjs";
 const SERVER_CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "serverChild.mjs");
 
 /**
- * `redisUrl` for the service; `profileDir` set (--cpu-prof) turns profileWindow on.
- * A server handle is the child's (request, stop, port, pid) plus usage(body).
+ * `redisUrl` for the service, or `clusterNodes` ("host:port,...": the service
+ * on a Redis Cluster, as REDIS_CLUSTER_NODES); `partitions` sets its
+ * STORE_PARTITIONS (default the service's); `profileDir` set (--cpu-prof)
+ * turns profileWindow on. A server handle is the child's (request, stop,
+ * port, pid) plus usage(body).
  */
-export function createServerProcesses({ redisUrl, profileDir, log }) {
+export function createServerProcesses({ redisUrl, clusterNodes, partitions, profileDir, log }) {
+  const realArgs = [...(clusterNodes ? ["cluster", clusterNodes] : ["real", redisUrl]), ...(partitions ? [String(partitions)] : [])];
   async function startServer(kind, execArgv = []) {
-    const args = kind === "real" ? ["real", redisUrl] : kind === "sized" ? ["bare-sized"] : ["bare"];
+    const args = kind === "real" ? realArgs : kind === "sized" ? ["bare-sized"] : ["bare"];
     const child = await startChild(SERVER_CHILD, args, { execArgv: ["--expose-gc", ...execArgv], name: `${kind} server` });
     return Object.assign(child, { kind, usage: (body) => child.request("usage", body) });
   }

@@ -13,7 +13,7 @@ import { nowNs, percentile, round, sortNumbers } from "./stats.mjs";
  * One window at a concurrency: warm-up first; the window is timed and the
  * server's CPU read (in its own process) at both ends.
  */
-async function unaryRun(ctx, { server, worker, concurrency, profileName }) {
+export async function unaryRun(ctx, { server, worker, concurrency, profileName }) {
   const state = { recording: false, stop: false, latencies: [], errors: 0, firstError: undefined };
   const timed = async (call) => {
     const started = nowNs();

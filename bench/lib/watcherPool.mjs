@@ -1,5 +1,5 @@
 /**
- * The watchers of the fanout and memory sections, spread over `processes`
+ * The watchers of the fanout, memory, firehose and cluster sections, spread over `processes`
  * child processes (bench/watcherChild.mjs), each with its share of the
  * `channels` connections: one process alone saturates its event loop below
  * the 50,000 messages/s of W=5,000 at 10 pushes/s. The same pool serves every
@@ -14,7 +14,8 @@ import { percentile, sortNumbers } from "./stats.mjs";
 const WATCHER_CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "watcherChild.mjs");
 
 /**
- * `target` of open(): {transport: "grpc", port, deliveryId},
+ * `target` of open(): {transport: "grpc", port, deliveryId}, {transport: "firehose", port}
+ * (WatchDeliveries; versions are then keys "<delivery id>:<version>"),
  * {transport: "nats-kv", url, bucket, key} or {transport: "nats-core", url, subject}.
  */
 export async function startWatcherPool({ processes: n, channels }) {

@@ -9,7 +9,7 @@ import { ratioTarget } from "../lib/report.mjs";
 import { runUnarySection, unaryRows } from "../lib/unaryLoad.mjs";
 
 /** A mix of real commands: each worker runs deliveries through create, start, increase budget, pick up, deliver. */
-const commandWorker = (client, runTag) => async (w, timed, state) => {
+export const commandWorker = (client, runTag) => async (w, timed, state) => {
   for (let n = 0; !state.stop; n++) {
     const id = benchId(`c${w}`);
     for (const [method, request] of lifecycleRequests(id, `${runTag}-${n}`)) {

@@ -15,8 +15,13 @@ import { fmt, metText, ratioText, ratioTarget, trio, trioOf } from "../lib/repor
 import { nowNs, percentile, round, sortNumbers, spread } from "../lib/stats.mjs";
 import { watchSetup } from "../lib/watchSetup.mjs";
 
-/** One trial on a set-up server: open W, the 10/s cadence, the closed loop. */
-async function fanoutTrial(ctx, setup, W, run) {
+/**
+ * One trial on a set-up server: open W, the 10/s cadence, the closed loop.
+ * Also the firehose and cluster sections' trial: a command's `version` may be
+ * any key the watchers report (the firehose's "<id>:<version>"), and then the
+ * cadence waits for every command's key, not the highest version.
+ */
+export async function fanoutTrial(ctx, setup, W, run) {
   const { kind, server, watchers, whenAll, command, open, close } = setup;
   const { cfg } = ctx;
   try {
@@ -39,7 +44,9 @@ async function fanoutTrial(ctx, setup, W, run) {
       pending.push(command());
     }
     const acks = await Promise.all(pending);
-    const lastAll = await whenAll(Math.max(...acks.map((x) => x.version)));
+    const lastAll = acks.every((x) => typeof x.version === "number")
+      ? await whenAll(Math.max(...acks.map((x) => x.version)))
+      : Math.max(...(await Promise.all(acks.map((x) => whenAll(x.version)))));
     const b = await ctx.measure.snapshot(server, watchers);
     await stopProfile();
     const cadenceStats = await watchers.stats(acks.map((x) => [x.version, x.ackNs, x.sentNs]));
@@ -109,13 +116,18 @@ const PREFIX = { real: "", bare: "baseline_", ...Object.fromEntries(Object.keys(
 
 /** Writes one kind's figures into `out` and `detail`, under its prefix. */
 function summariseKind(kind, trials, out, detail) {
-  const prefix = PREFIX[kind];
+  summariseTrials(trials, PREFIX[kind], kind === "real", out, detail);
+  // A peer's figures count only if every watcher got every revision exactly once.
+  if (kind in NATS_PEERS) out[`${PREFIX[kind]}counts`] = out[`${PREFIX[kind]}lost_messages`] === 0 && out[`${PREFIX[kind]}missed_revisions`] === 0 && out[`${PREFIX[kind]}repeated_revisions`] === 0;
+}
+
+/** Writes the figures of fanout trials into `out` and `detail` under `prefix`; `withRedis`: Redis counts in what limits them. */
+export function summariseTrials(trials, prefix, withRedis, out, detail) {
   for (const [key, pick] of Object.entries(FIELDS)) {
     const s = spread(trials.map(pick));
     out[`${prefix}${key}`] = round(s.median);
     detail[`${prefix}${key}`] = trioOf(s);
   }
-  const withRedis = kind === "real";
   const closedUtil = medianUtil(trials.map((t) => t.closed));
   const cadenceUtil = medianUtil(trials.map((t) => t.cadence));
   out[`${prefix}limited_by`] = limitedBy(closedUtil, withRedis);
@@ -127,8 +139,6 @@ function summariseKind(kind, trials, out, detail) {
   out[`${prefix}missed_revisions`] = trials.reduce((acc, t) => acc + t.gaps.missed, 0);
   out[`${prefix}repeated_revisions`] = trials.reduce((acc, t) => acc + t.gaps.repeated, 0);
   out[`${prefix}max_missed_per_watcher`] = Math.max(0, ...trials.map((t) => t.gaps.maxMissedPerWatcher));
-  // A peer's figures count only if every watcher got every revision exactly once.
-  if (kind in NATS_PEERS) out[`${prefix}counts`] = out[`${prefix}lost_messages`] === 0 && out[`${prefix}missed_revisions`] === 0 && out[`${prefix}repeated_revisions`] === 0;
 }
 
 function logTrial(ctx, kind, W, r, t) {

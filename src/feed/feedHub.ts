@@ -91,6 +91,8 @@ interface Watcher {
   shown: Map<string, number> | undefined;
   lastSentAt: number;
   replayRunning: boolean;
+  /** Resolved on the next 'drain' (a snapshot waiting for a slow client). */
+  drainWaiter: (() => void) | undefined;
 }
 
 const matches = (w: Watcher, entry: FeedEntry) =>
@@ -288,7 +290,7 @@ export function createFeedHub({
         if (w.shown.has(delivery.id)) continue;
         w.shown.set(delivery.id, delivery.version);
         // A slow client during the snapshot: wait for it (the snapshot is not resumable).
-        if (!w.stream.write(encoder.encode({ kind: "snapshot", delivery }, ""))) await new Promise<void>((resolve) => w.stream.onDrain(resolve));
+        if (!w.stream.write(encoder.encode({ kind: "snapshot", delivery }, ""))) await new Promise<void>((resolve) => (w.drainWaiter = resolve));
       }
     }
   }
@@ -326,9 +328,14 @@ export function createFeedHub({
         shown: undefined,
         lastSentAt: now(),
         replayRunning: false,
+        drainWaiter: undefined,
       };
       watchers.add(w);
+      // One listener per stream, for both the snapshot's waits and the paused watcher.
       stream.onDrain(() => {
+        const waiter = w.drainWaiter;
+        w.drainWaiter = undefined;
+        waiter?.();
         if (w.phase !== "paused") return;
         w.phase = "replaying";
         void replay(w);
