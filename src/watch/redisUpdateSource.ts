@@ -28,7 +28,8 @@ export function createRedisUpdateSource({ subscriptions, keys, logger }: RedisUp
   let known: RedisKeys | undefined = typeof keys === "function" ? undefined : keys;
   let onUpdate: (deliveryId: string, record: RecordedEvent) => void = () => {};
   let onPartition: (partition: number) => void = () => {};
-  let onResubscribed: () => void = () => {};
+  // Several: the WatchDelivery hub and the WatchDeliveries hub both catch up.
+  const resubscribed = new Set<() => void>();
   const keysNow = async () => {
     if (!known && typeof keys === "function") known = await keys();
     return known!;
@@ -53,7 +54,7 @@ export function createRedisUpdateSource({ subscriptions, keys, logger }: RedisUp
   });
   subscriptions.onSubscriptionsLost(({ reasons, channels }) => {
     logger.info({ reasons, channels }, "subscriptions restored; watchers catch up from the log");
-    onResubscribed();
+    for (const listener of [...resubscribed]) listener();
   });
 
   return {
@@ -79,7 +80,7 @@ export function createRedisUpdateSource({ subscriptions, keys, logger }: RedisUp
       onPartition = listener;
     },
     onResubscribed(listener) {
-      onResubscribed = listener;
+      resubscribed.add(listener);
     },
     async close() {
       wanted.clear();

@@ -20,6 +20,7 @@ export interface UpdateSource {
   /** One listener, called when a partition's feed has a new entry (at most once per entry, maybe never). */
   onPartition(listener: (partition: number) => void): void;
   /** Called after a lost subscription is back and acknowledged: messages in between are gone. */
+  /** Adds a listener (each is called). */
   onResubscribed(listener: () => void): void;
   close(): Promise<void>;
 }

@@ -2,18 +2,31 @@ import { ReplyError } from "ioredis";
 import { StoreUnavailable } from "../../domain/index.js";
 
 // Replies that mean "Redis is there but cannot serve this now": treated like
-// a lost connection, so callers see UNAVAILABLE and may retry.
-const TRANSIENT_REPLY = /^(LOADING|BUSY|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|NOREPLICAS)\b/;
+// a lost connection, so callers see UNAVAILABLE and may retry. MOVED and ASK
+// (the command was not run) reach us when ioredis does not follow them: an
+// auto-pipelined batch to a node that lost a slot fails its redirected
+// commands with the raw reply when the batch also holds a write.
+const TRANSIENT_REPLY = /^(LOADING|BUSY|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|NOREPLICAS|MOVED|ASK)\b/;
 
 /**
  * Runs a Redis operation; connection loss, timeouts and transient replies
  * become StoreUnavailable. Other reply errors are bugs and pass through.
  */
 export async function callRedis<T>(operation: () => Promise<T>): Promise<T> {
-  try {
-    return await operation();
-  } catch (error) {
-    if (error instanceof ReplyError && !TRANSIENT_REPLY.test((error as Error).message)) throw error;
-    throw new StoreUnavailable(error);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await operation();
+    } catch (error) {
+      // A slot that just moved: the commands did not run, and the slot map is being refreshed; once more.
+      if (attempt === 0 && isRedirect(error)) continue;
+      if (error instanceof ReplyError && !TRANSIENT_REPLY.test((error as Error).message)) throw error;
+      throw new StoreUnavailable(error);
+    }
   }
+}
+
+const REDIRECT = /^(MOVED|ASK)\b|All keys in the pipeline should belong/;
+
+function isRedirect(error: unknown): boolean {
+  return error instanceof Error && REDIRECT.test(error.message);
 }

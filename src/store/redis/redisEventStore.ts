@@ -194,7 +194,11 @@ export function createRedisEventStore({
         await remove(k, state as Delivery);
         return { state: initialState };
       }
-      return prior ? { state, prior: parsePrior(prior) } : { state };
+      if (!prior) return { state };
+      // A retry of a request already recorded: its event may have reached no replica yet (the first
+      // attempt's WAIT failed). Acknowledged only once enough replicas have it, as a first append is.
+      if (waitForReplicas) await callRedis(() => waitForReplicas(d.log));
+      return { state, prior: parsePrior(prior) };
     },
 
     async append({ record, expectedVersion, previousStatus, fingerprint }): Promise<AppendResult> {
@@ -237,6 +241,8 @@ export function createRedisEventStore({
         case "conflict":
           return { outcome, currentVersion: Number(value) };
         case "duplicate":
+          // As for a retry found by load(): acknowledged only once enough replicas have the recorded event.
+          if (waitForReplicas) await callRedis(() => waitForReplicas(d.log));
           return { outcome, prior: parsePrior(value) };
         default:
           throw new Error(`appendEvent replied ${outcome}`);
