@@ -10,6 +10,9 @@ export const LIMITS = {
   maxNotesChars: 1000,
   maxReasonChars: 1000,
   maxRequestIdChars: 128,
+  maxOrderByChars: 64,
+  /** A token of 1,024 partitions is about 40 KB; ours (16) about 500 bytes. */
+  maxResumeTokenChars: 65_536,
   listDeliveries: { defaultPageSize: 50, maxPageSize: 500 },
   listEvents: { defaultPageSize: 100, maxPageSize: 1000 },
 } as const;
@@ -78,6 +81,7 @@ export function parseStatuses(values: readonly number[], field = "statuses"): De
 
 /** AIP-132 order_by on created_at: "" or "created_at" (oldest first), "created_at desc" (newest first). */
 export function parseOrderBy(value: string): "asc" | "desc" {
+  parseText(value, "order_by", LIMITS.maxOrderByChars);
   const words = value.trim().split(/\s+/).filter(Boolean);
   if (words.length === 0) return "asc";
   if (words[0] === "created_at" && words.length <= 2) {
@@ -206,4 +210,8 @@ export function parseAtVersion(value: bigint | undefined): number | undefined {
 
 export function parseAfterVersion(value: bigint, field = "after_version"): number {
   return parseInteger(value, field, 0n);
+}
+
+export function parseResumeToken(value: string): string | undefined {
+  return value === "" ? undefined : parseText(value, "resume_token", LIMITS.maxResumeTokenChars);
 }

@@ -9,7 +9,7 @@ import type { Logger } from "../logger.js";
 import { toProtoDelivery, toProtoEvent } from "../mapping/protoMapping.js";
 import { ShuttingDown } from "./conditions.js";
 import { toServiceError } from "./errorStatus.js";
-import { parseFields, parseStatuses } from "./parse.js";
+import { parseFields, parseResumeToken, parseStatuses } from "./parse.js";
 import type { StreamRegistry } from "./streamRegistry.js";
 
 const PROTO_STATUS = {
@@ -73,8 +73,12 @@ export function createWatchDeliveriesHandler({
 }): handleServerStreamingCall<WatchDeliveriesRequest, WatchDeliveriesResponse> {
   return (call) => {
     let statuses;
+    let resumeToken;
     try {
-      ({ statuses } = parseFields({ statuses: () => parseStatuses(call.request.statuses) }));
+      ({ statuses, resumeToken } = parseFields({
+        statuses: () => parseStatuses(call.request.statuses),
+        resumeToken: () => parseResumeToken(call.request.resumeToken),
+      }));
     } catch (error) {
       call.emit("error", toServiceError(error, logger));
       return;
@@ -82,7 +86,7 @@ export function createWatchDeliveriesHandler({
     const write = call.write.bind(call) as unknown as (bytes: Uint8Array) => boolean;
     hub
       .watch(
-        { statuses, resumeToken: call.request.resumeToken || undefined, includeSnapshot: call.request.includeSnapshot },
+        { statuses, resumeToken, includeSnapshot: call.request.includeSnapshot },
         {
           write,
           onDrain: (listener) => call.on("drain", listener),

@@ -3,7 +3,7 @@
  * by the stores (the Redis store keeps events as StoredEvent protobuf, see
  * src/store/redis/codec.ts; its migration reads release 1 JSON).
  */
-import type { Delivery, DeliveryEvent, DeliveryEventData, DeliveryStatus, RecordedEvent } from "../domain/index.js";
+import type { Delivery, DeliveryEvent, DeliveryEventData, DeliveryStatus } from "../domain/index.js";
 import * as pb from "../gen/delivery/v1/delivery.js";
 
 const STATUS_TO_PROTO: { readonly [S in DeliveryStatus]: pb.DeliveryStatus } = {
@@ -151,28 +151,11 @@ export function fromProtoEvent(p: pb.DeliveryEvent): DeliveryEvent {
   };
 }
 
-/** Canonical proto JSON, as stored and published. */
-export function encodeDeliveryJson(d: Delivery): string {
-  return JSON.stringify(pb.Delivery.toJSON(toProtoDelivery(d)));
-}
-
+/** Release 1 stored canonical proto JSON; the migration reads it. */
 export function decodeDeliveryJson(json: string): Delivery {
   return fromProtoDelivery(pb.Delivery.fromJSON(JSON.parse(json)));
 }
 
-export function encodeEventJson(e: DeliveryEvent): string {
-  return JSON.stringify(pb.DeliveryEvent.toJSON(toProtoEvent(e)));
-}
-
 export function decodeEventJson(json: string): DeliveryEvent {
   return fromProtoEvent(pb.DeliveryEvent.fromJSON(JSON.parse(json)));
-}
-
-/** One published update: `{"event":…,"delivery":…}`, built by the append script from the stored parts. */
-export function decodeUpdateJson(json: string): RecordedEvent {
-  const parsed = JSON.parse(json) as { event: unknown; delivery: unknown };
-  return {
-    event: fromProtoEvent(pb.DeliveryEvent.fromJSON(parsed.event)),
-    delivery: fromProtoDelivery(pb.Delivery.fromJSON(parsed.delivery)),
-  };
 }

@@ -306,6 +306,13 @@ describe.each(BACKENDS)("ListDeliveries on the %s store", (_backend, options) =>
         expect(violatedFields(error.status)).toEqual(["statuses"]);
       });
 
+      it("refuses an order_by longer than 64 characters, naming the field", async () => {
+        const error = await expectStatus(listPage(client, { orderBy: `created_at${" ".repeat(60)}desc` }), status.INVALID_ARGUMENT);
+
+        expect(violatedFields(error.status)).toEqual(["order_by"]);
+        expect(error.status.badRequest?.fieldViolations[0]?.description).toBe("order_by must be at most 64 characters");
+      });
+
       it.each(["id", "created_at asc desc", "updated_at", "desc", "created_at desc asc", "created_at,id", "created_at descending"])(
         "order_by %j is INVALID_ARGUMENT on order_by",
         async (orderBy) => {

@@ -201,6 +201,7 @@ describe.each(["redis", "memory"] as const)("WatchDeliveries (%s)", (backend) =>
       [{ resumeToken: token }, "INVALID_ARGUMENT", "RESUME_TOKEN_MISMATCH"],
       [{ resumeToken: token, statuses: [S.DELIVERY_STATUS_READY], includeSnapshot: true }, "INVALID_ARGUMENT", "INVALID_FIELD"],
       [{ statuses: [0] }, "INVALID_ARGUMENT", "INVALID_FIELD"],
+      [{ resumeToken: "x".repeat(65_537) }, "INVALID_ARGUMENT", "INVALID_FIELD"],
     ];
     for (const [request, code, reason] of cases) {
       const end = await within(watchAll(client, request).ended, "the refusal");
