@@ -1,6 +1,6 @@
-import { readFileSync } from "node:fs";
 import { type AuthConfig, parseAuthConfig } from "./auth/index.js";
 import { ConfigError } from "./configError.js";
+import { type Env, integer, pemFile, present } from "./settings.js";
 import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_WAIT_TIMEOUT_MS, parseRedisTarget, type RedisTarget } from "./store/redis/redisTarget.js";
 
 export { ConfigError };
@@ -56,34 +56,8 @@ export interface Config {
   readonly auth: AuthConfig;
 }
 
-/** A PEM file named by a setting: it must exist, be readable and hold a PEM block, or start-up stops here. */
-function pemFile(name: string, path: string | undefined): string | undefined {
-  if (path === undefined) return undefined;
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (error) {
-    throw new ConfigError(`${name} cannot be read: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message} (${path})`);
-  }
-  if (!text.includes("-----BEGIN ")) throw new ConfigError(`${name} is not a PEM file (${path})`);
-  return path;
-}
 
-type Env = Readonly<Record<string, string | undefined>>;
 
-function present(env: Env, name: string): string | undefined {
-  const raw = env[name];
-  return raw === undefined || raw === "" ? undefined : raw;
-}
-
-function integer(env: Env, name: string, fallback: number, min: number, max: number, unit = ""): number {
-  const raw = present(env, name);
-  if (raw === undefined) return fallback;
-  if (!/^\d{1,15}$/.test(raw) || Number(raw) < min || Number(raw) > max) {
-    throw new ConfigError(`${name} must be an integer from ${min} to ${max}${unit}, got "${raw}"`);
-  }
-  return Number(raw);
-}
 
 const DURATION_UNITS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 

@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { type Env, flag, integer, present } from "../settings.js";
 import { ConfigError } from "../configError.js";
 import { JwksError, parseJwks } from "./jwksFile.js";
 import { secretBytes, type JwtConfig, type JwtKeySource } from "./jwtVerifier.js";
@@ -38,30 +39,10 @@ export type AuthConfig =
       readonly streamMaxMs: number;
     };
 
-type Env = Readonly<Record<string, string | undefined>>;
-
 export const MIN_HMAC_SECRET_BYTES = 32;
 
-function present(env: Env, name: string): string | undefined {
-  const raw = env[name];
-  return raw === undefined || raw === "" ? undefined : raw;
-}
 
-function integer(env: Env, name: string, fallback: number, min: number, max: number, unit: string): number {
-  const raw = present(env, name);
-  if (raw === undefined) return fallback;
-  if (!/^\d{1,15}$/.test(raw) || Number(raw) < min || Number(raw) > max) {
-    throw new ConfigError(`${name} must be an integer from ${min} to ${max}${unit}, got "${raw}"`);
-  }
-  return Number(raw);
-}
 
-function boolean(env: Env, name: string): boolean {
-  const raw = present(env, name);
-  if (raw === undefined || raw === "false") return false;
-  if (raw === "true") return true;
-  throw new ConfigError(`${name} must be true or false, got "${raw}"`);
-}
 
 function read(name: string, path: string): Buffer {
   try {
@@ -136,7 +117,7 @@ function policy(path: string): Policy {
 /** Reads the AUTH_* settings; throws a ConfigError with one clear line for anything it cannot use. */
 export function parseAuthConfig(env: Env): AuthConfig {
   const jwtConfig = jwt(env);
-  const clientCertificates = boolean(env, "AUTH_CLIENT_CERTIFICATES");
+  const clientCertificates = flag(env, "AUTH_CLIENT_CERTIFICATES");
   if (clientCertificates && present(env, "TLS_CLIENT_CA_FILE") === undefined) {
     throw new ConfigError("AUTH_CLIENT_CERTIFICATES=true needs mutual TLS: set TLS_CLIENT_CA_FILE (with TLS_CERT_FILE and TLS_KEY_FILE)");
   }

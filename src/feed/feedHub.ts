@@ -95,6 +95,12 @@ interface Watcher {
   drainWaiter: (() => void) | undefined;
 }
 
+/** Whether a watcher's token would be the one already encoded (no string building per watcher). */
+function samePosition(a: { positions: readonly string[]; atEnd: readonly boolean[] }, w: Watcher): boolean {
+  for (let p = 0; p < a.positions.length; p++) if (a.positions[p] !== w.positions[p] || a.atEnd[p] !== w.atEnd[p]) return false;
+  return true;
+}
+
 const matches = (w: Watcher, entry: FeedEntry) =>
   w.filter.size === 0 || w.filter.has(entry.after) || (entry.before !== "NONE" && w.filter.has(entry.before));
 
@@ -192,19 +198,18 @@ export function createFeedHub({
   function dispatch(entry: FeedEntry, record: RecordedEvent | undefined): void {
     tail[entry.partition] = entry.id;
     // Encoded once per filter and position (the token): live watchers normally share both.
-    const encoded = new Map<string, Uint8Array>();
+    const encoded = new Map<string, { positions: readonly string[]; atEnd: readonly boolean[]; bytes: Uint8Array }>();
     for (const w of watchers) {
       if (w.phase !== "live" || !isAfter(entry.id, w.positions[entry.partition]!)) continue;
       w.positions[entry.partition] = entry.id;
       w.atEnd[entry.partition] = false;
       if (!record || !matches(w, entry)) continue;
-      const key = `${w.filterKey}|${w.positions.join(",")}|${w.atEnd.join("")}`;
-      let bytes = encoded.get(key);
-      if (!bytes) {
-        bytes = encoder.encode({ kind: "change", record, previous: entry.before }, tokenOf(w));
-        encoded.set(key, bytes);
+      let cached = encoded.get(w.filterKey);
+      if (!cached || !samePosition(cached, w)) {
+        cached = { positions: [...w.positions], atEnd: [...w.atEnd], bytes: encoder.encode({ kind: "change", record, previous: entry.before }, tokenOf(w)) };
+        encoded.set(w.filterKey, cached);
       }
-      send(w, bytes);
+      send(w, cached.bytes);
     }
   }
 

@@ -18,7 +18,7 @@
  *
  * A bad setting throws ConfigError with one line naming it (main exits 2).
  */
-import { readFileSync } from "node:fs";
+import { type Env, flag, integer, pemFile, present } from "../../settings.js";
 import { isIPv4, isIPv6 } from "node:net";
 import { ConfigError } from "../../configError.js";
 
@@ -73,28 +73,8 @@ export type RedisServerTarget = Exclude<RedisTarget, MemoryTarget>;
 export const DEFAULT_COMMAND_TIMEOUT_MS = 2_000;
 export const DEFAULT_WAIT_TIMEOUT_MS = 500;
 
-type Env = Readonly<Record<string, string | undefined>>;
 
-function present(env: Env, name: string): string | undefined {
-  const raw = env[name];
-  return raw === undefined || raw === "" ? undefined : raw;
-}
 
-function integer(env: Env, name: string, fallback: number, min: number, max: number, unit = ""): number {
-  const raw = present(env, name);
-  if (raw === undefined) return fallback;
-  if (!/^\d{1,15}$/.test(raw) || Number(raw) < min || Number(raw) > max) {
-    throw new ConfigError(`${name} must be an integer from ${min} to ${max}${unit}, got "${raw}"`);
-  }
-  return Number(raw);
-}
-
-function flag(env: Env, name: string): boolean {
-  const raw = present(env, name);
-  if (raw === undefined || raw === "false") return false;
-  if (raw === "true") return true;
-  throw new ConfigError(`${name} must be true or false, got "${raw}"`);
-}
 
 /** Printable for an error message (a list may hold a typo, never a secret). */
 const quote = (text: string) => JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}…` : text);
@@ -139,17 +119,6 @@ function redisUrl(raw: string): string {
   return url.protocol + raw.slice(raw.indexOf(":") + 1);
 }
 
-/** A PEM file named by a setting: it must exist, be readable and hold a PEM block. */
-function pemFile(name: string, path: string): string {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (error) {
-    throw new ConfigError(`${name} cannot be read: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message} (${path})`);
-  }
-  if (!text.includes("-----BEGIN ")) throw new ConfigError(`${name} is not a PEM file (${path})`);
-  return path;
-}
 
 const TARGETS = ["REDIS_URL", "REDIS_CLUSTER_NODES", "REDIS_SENTINELS"] as const;
 
