@@ -249,7 +249,8 @@ describe("Sentinel: the primary SIGKILLed under load", () => {
     // Once a replica has it, the retry is acknowledged, with the version of the first attempt, once.
     const { event } = await untilAcknowledged(() => call(client, "increaseBudget", request), { unavailable: 0 });
     expect(Number(event?.version)).toBe(2);
-    const { events } = await call(client, "listDeliveryEvents", { deliveryId: id, afterVersion: 0n, pageSize: 10 });
+    // Reads may still meet the recovering connection (UNAVAILABLE): retried like the writes.
+    const { events } = await untilAcknowledged(() => call(client, "listDeliveryEvents", { deliveryId: id, afterVersion: 0n, pageSize: 10 }), { unavailable: 0 });
     expect(events.map((e) => e.requestId).filter((r) => r === request.requestId)).toHaveLength(1);
   });
 });
