@@ -91,8 +91,12 @@ export interface EventStore {
   append(input: AppendInput): Promise<AppendResult>;
   /** The event at a version and the state after it. */
   readAt(deliveryId: string, version: number): Promise<RecordedEvent | undefined>;
-  /** Up to `limit` events with versions above afterVersion, ascending. */
-  readAfter(deliveryId: string, afterVersion: number, limit: number): Promise<readonly RecordedEvent[]>;
+  /**
+   * Up to `limit` events with versions above afterVersion, ascending. `stateAt`, the state at
+   * afterVersion when the caller holds it (the last record of its previous read), spares the
+   * store reading the events before afterVersion again; a state of another version is ignored.
+   */
+  readAfter(deliveryId: string, afterVersion: number, limit: number, stateAt?: DeliveryState): Promise<readonly RecordedEvent[]>;
   /** A page of deliveries by status and creation order; each listed once per walk. */
   list(query: ListQuery): Promise<DeliveryPage>;
   /** Every delivery currently in one of the statuses (all when empty), in no particular order, a batch at a time. */

@@ -1,4 +1,4 @@
-import { DeliveryNotFound, InvalidInput, isTerminal, type RecordedEvent, StoreUnavailable } from "../domain/index.js";
+import { DeliveryNotFound, type DeliveryState, InvalidInput, isTerminal, type RecordedEvent, StoreUnavailable } from "../domain/index.js";
 import type { Logger } from "../logger.js";
 import type { EventStore } from "../store/eventStore.js";
 import type { StartupRead } from "./startupReads.js";
@@ -199,6 +199,8 @@ export class Watcher implements WatchHandle {
   /** Reads from the log until level with it (or paused, or ended): one pass at a time, entered only through on(). */
   private async catchUp(): Promise<void> {
     const { store, catchUpBatch, outgoing, logger } = this.context;
+    // The state after the last record read in this pass: the next read folds on from it.
+    let stateAt: DeliveryState | undefined;
     try {
       for (;;) {
         // The slow client's held batch goes first; then the log, from the cursor on.
@@ -206,7 +208,9 @@ export class Watcher implements WatchHandle {
         this.backlog = NOTHING_HELD;
         const fromLog = batch.length === 0;
         if (fromLog) {
-          batch = (await store.readAfter(this.deliveryId, this.sent, catchUpBatch)).map(outgoing);
+          const records = await store.readAfter(this.deliveryId, this.sent, catchUpBatch, stateAt);
+          stateAt = records.at(-1)?.delivery ?? stateAt;
+          batch = records.map(outgoing);
           this.storeAnswered();
         }
         let next = 0;

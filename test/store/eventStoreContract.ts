@@ -253,6 +253,27 @@ export function eventStoreContract(name: string, makeStore: (options?: StoreOpti
         expect(seen).toEqual(records);
       });
 
+      it.each([1, 3])("pages %i at a time folding on from the previous page's last state, the same records", async (limit) => {
+        const records = stored(recordsOf("d1", [...FOUR_EVENTS, cmd.increaseBudget(1), cmd.increaseBudget(2), cmd.cancel("done")]));
+        await appendAll(store, records);
+        const seen: RecordedEvent[] = [];
+        let last: RecordedEvent | undefined;
+        for (let guard = 0; guard < 100; guard++) {
+          const page = await store.readAfter("d1", last?.event.version ?? 0, limit, last?.delivery);
+          if (page.length === 0) break;
+          seen.push(...page);
+          last = page.at(-1);
+        }
+        expect(seen).toEqual(records);
+      });
+
+      it("ignores a state of another version than the one read after", async () => {
+        const records = stored(recordsOf("d1", FOUR_EVENTS));
+        await appendAll(store, records);
+        expect(await store.readAfter("d1", 2, 10, records[0]!.delivery)).toEqual(records.slice(2));
+        expect(await store.readAfter("d1", 0, 10, records[3]!.delivery)).toEqual(records);
+      });
+
       it("reads nothing after the last version, beyond it, or for an unknown delivery", async () => {
         await appendAll(store, recordsOf("d1", FOUR_EVENTS));
         expect(await store.readAfter("d1", 4, 10)).toEqual([]);

@@ -1,7 +1,7 @@
 /**
- * The bytes of storage layout 2: events as StoredEvent protobuf (the request
- * id and version live beside them, see keys.ts), state as the fold of its
- * events, published updates as ready-made WatchDeliveryResponse bytes.
+ * The bytes of storage layout 2: events as StoredEvent protobuf (the version
+ * is the position in the log, see keys.ts), state as the fold of its events,
+ * published updates as ready-made WatchDeliveryResponse bytes.
  */
 import { type Delivery, type DeliveryEvent, type DeliveryEventData, type DeliveryState, evolve, initialState, type RecordedEvent } from "../../domain/index.js";
 import { StoredEvent } from "../../gen/delivery/storage/v2/records.js";
@@ -11,13 +11,25 @@ import { type IndexedStatus, STATUS_CODES } from "./keys.js";
 
 export function encodeStoredEvent(event: DeliveryEvent): Buffer {
   return Buffer.from(
-    StoredEvent.encode({ occurredAtMs: BigInt(event.occurredAtMs), actor: event.actor, kind: toProtoKind(event.data) }).finish(),
+    StoredEvent.encode({
+      occurredAtMs: BigInt(event.occurredAtMs),
+      actor: event.actor,
+      requestId: event.requestId,
+      kind: toProtoKind(event.data),
+    }).finish(),
   );
 }
 
-export function decodeStoredEvent(bytes: Uint8Array, deliveryId: string, version: number, requestId: string): DeliveryEvent {
+export function decodeStoredEvent(bytes: Uint8Array, deliveryId: string, version: number): DeliveryEvent {
   const stored = StoredEvent.decode(bytes);
-  return { deliveryId, version, occurredAtMs: Number(stored.occurredAtMs), requestId, actor: stored.actor, data: fromProtoKind(stored.kind) };
+  return {
+    deliveryId,
+    version,
+    occurredAtMs: Number(stored.occurredAtMs),
+    requestId: stored.requestId,
+    actor: stored.actor,
+    data: fromProtoKind(stored.kind),
+  };
 }
 
 /** The request-hash field of a key: "r" + a client's request_id, "a" + a private one. */
@@ -25,23 +37,16 @@ export function requestField(requestKey: string, fromClient: boolean): string {
   return (fromClient ? "r" : "a") + requestKey;
 }
 
-/** version -> the client request_id recorded with it, from a request hash (HGETALL). */
-export function requestIdsByVersion(hash: Record<string, string>): Map<number, string> {
-  const byVersion = new Map<number, string>();
-  for (const [field, value] of Object.entries(hash)) {
-    if (!field.startsWith("r")) continue;
-    byVersion.set(Number(value.slice(0, value.indexOf(":"))), field.slice(1));
-  }
-  return byVersion;
-}
-
-/** Folds a log (ascending, from version 1) into records: each event with the state after it. */
-export function foldLog(deliveryId: string, entries: readonly Uint8Array[], requestIds: ReadonlyMap<number, string>): RecordedEvent[] {
+/**
+ * Folds part of a log into records, each event with the state after it:
+ * `entries` are the events after `from` (the state at their first version
+ * minus one; initialState for a log read from version 1).
+ */
+export function foldLog(deliveryId: string, entries: readonly Uint8Array[], from: DeliveryState = initialState): RecordedEvent[] {
   const records: RecordedEvent[] = [];
-  let state: DeliveryState = initialState;
+  let state = from;
   for (let i = 0; i < entries.length; i++) {
-    const version = i + 1;
-    const event = decodeStoredEvent(entries[i]!, deliveryId, version, requestIds.get(version) ?? "");
+    const event = decodeStoredEvent(entries[i]!, deliveryId, from.version + i + 1);
     const delivery = evolve(state, event);
     records.push({ event, delivery });
     state = delivery;
@@ -52,7 +57,7 @@ export function foldLog(deliveryId: string, entries: readonly Uint8Array[], requ
 /** The current state from a log, without building every record. */
 export function foldState(deliveryId: string, entries: readonly Uint8Array[]): DeliveryState {
   let state: DeliveryState = initialState;
-  for (let i = 0; i < entries.length; i++) state = evolve(state, decodeStoredEvent(entries[i]!, deliveryId, i + 1, ""));
+  for (let i = 0; i < entries.length; i++) state = evolve(state, decodeStoredEvent(entries[i]!, deliveryId, i + 1));
   return state;
 }
 

@@ -12,7 +12,7 @@
  */
 import type { Cluster, Redis } from "ioredis";
 import type { Delivery, DeliveryEventData } from "../../domain/index.js";
-import { decodeStoredEvent, EVENT_BY_CODE, foldLog, indexMember, requestIdsByVersion, STATUS_BY_CODE, statusCode } from "./codec.js";
+import { decodeStoredEvent, EVENT_BY_CODE, foldLog, indexMember, STATUS_BY_CODE, statusCode } from "./codec.js";
 import { createRedisKeys, INDEXED_STATUSES, type IndexedStatus } from "./keys.js";
 import { LAYOUT_VERSION, StoreLayoutError } from "./redisEventStore.js";
 
@@ -168,11 +168,10 @@ async function inspectOne(redis: Redis | Cluster, keys: ReturnType<typeof create
   const [log, requestHash] = await Promise.all([redis.lrangeBuffer(d.log, 0, -1), redis.hgetall(d.requests)]);
   if (log.length === 0) return { id, found: false, partition: d.partition, log: d.log };
 
-  const requestIds = requestIdsByVersion(requestHash);
-  const records = foldLog(id, log, requestIds);
+  const records = foldLog(id, log);
   const state = records.at(-1)!.delivery;
   const events: InspectedEvent[] = log.map((bytes, i) => {
-    const event = decodeStoredEvent(bytes, id, i + 1, requestIds.get(i + 1) ?? "");
+    const event = decodeStoredEvent(bytes, id, i + 1);
     const { type, ...data } = event.data;
     return {
       version: event.version,

@@ -24,7 +24,6 @@ import {
   idOfIndexMember,
   indexMember,
   requestField,
-  requestIdsByVersion,
   STATUS_BY_CODE,
   statusCode,
 } from "./codec.js";
@@ -147,13 +146,13 @@ export function createRedisEventStore({
     return callRedis(() => Promise.all(ids.map((id) => redis.lrangeBuffer(k.delivery(id).log, 0, -1))));
   }
 
-  /** Records from version 1 up to `until` (inclusive), with their request ids; one round trip. */
-  async function recordsUntil(k: RedisKeys, deliveryId: string, until: number): Promise<RecordedEvent[]> {
-    const d = k.delivery(deliveryId);
-    const [entries, requests] = await callRedis(() =>
-      Promise.all([redis.lrangeBuffer(d.log, 0, until - 1), redis.hgetall(d.requests)]),
-    );
-    const records = foldLog(deliveryId, entries, requestIdsByVersion(requests));
+  /**
+   * Records of versions after `from`'s up to `until` (inclusive); one round trip. The events
+   * before are read only to fold the state when the caller holds no state to start from.
+   */
+  async function recordsUntil(k: RedisKeys, deliveryId: string, until: number, from: DeliveryState = initialState): Promise<RecordedEvent[]> {
+    const entries = await callRedis(() => redis.lrangeBuffer(k.delivery(deliveryId).log, from.version, until - 1));
+    const records = foldLog(deliveryId, entries, from);
     const last = records.at(-1);
     return last && isDue(last.delivery) ? [] : records;
   }
@@ -254,10 +253,11 @@ export function createRedisEventStore({
       return records.length === version ? records[version - 1] : undefined;
     },
 
-    async readAfter(deliveryId, afterVersion, limit) {
+    async readAfter(deliveryId, afterVersion, limit, stateAt) {
       if (limit <= 0) return [];
-      const records = await recordsUntil(await keys(), deliveryId, afterVersion + limit);
-      return records.slice(afterVersion);
+      const from = stateAt !== undefined && stateAt.version === afterVersion ? stateAt : initialState;
+      const records = await recordsUntil(await keys(), deliveryId, afterVersion + limit, from);
+      return records.slice(afterVersion - from.version);
     },
 
     async list({ statuses, order, cursor, limit }: ListQuery): Promise<DeliveryPage> {

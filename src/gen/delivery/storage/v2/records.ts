@@ -21,13 +21,16 @@ export const protobufFileName = "delivery/storage/v2/records.proto";
 
 /**
  * One event in a delivery's log (an element of the List l:{p}:<id>; its
- * version is its position + 1). The request id lives in the delivery's
- * request Hash, next to the idempotency fingerprint.
+ * version is its position + 1). The delivery's request Hash maps each
+ * request id to its version and fingerprint (idempotency); the event carries
+ * its own request id so that reading events never needs that Hash.
  */
 export interface StoredEvent {
   /** Milliseconds since the Unix epoch. */
   occurredAtMs: bigint;
   actor: string;
+  /** The client's request_id of the command that recorded it ("" without one). */
+  requestId: string;
   kind:
     | { $case: "created"; created: DeliveryCreated }
     | { $case: "started"; started: DeliveryStarted }
@@ -39,7 +42,7 @@ export interface StoredEvent {
 }
 
 function createBaseStoredEvent(): StoredEvent {
-  return { occurredAtMs: 0n, actor: "", kind: undefined };
+  return { occurredAtMs: 0n, actor: "", requestId: "", kind: undefined };
 }
 
 export const StoredEvent: MessageFns<StoredEvent> = {
@@ -52,6 +55,9 @@ export const StoredEvent: MessageFns<StoredEvent> = {
     }
     if (message.actor !== "") {
       writer.uint32(18).string(message.actor);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(26).string(message.requestId);
     }
     switch (message.kind?.$case) {
       case "created":
@@ -103,6 +109,14 @@ export const StoredEvent: MessageFns<StoredEvent> = {
             }
 
             message.actor = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.requestId = reader.string();
             continue;
           }
           case 10: {
@@ -182,6 +196,11 @@ export const StoredEvent: MessageFns<StoredEvent> = {
         ? BigInt(object.occurred_at_ms)
         : 0n,
       actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
       kind: isSet(object.created)
         ? { $case: "created", created: DeliveryCreated.fromJSON(object.created) }
         : isSet(object.started)
@@ -212,6 +231,9 @@ export const StoredEvent: MessageFns<StoredEvent> = {
     if (message.actor !== "") {
       obj.actor = message.actor;
     }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
     if (message.kind?.$case === "created") {
       obj.created = DeliveryCreated.toJSON(message.kind.created);
     } else if (message.kind?.$case === "started") {
@@ -237,6 +259,7 @@ export const StoredEvent: MessageFns<StoredEvent> = {
       ? BigInt(object.occurredAtMs)
       : 0n;
     message.actor = object.actor ?? "";
+    message.requestId = object.requestId ?? "";
     switch (object.kind?.$case) {
       case "created": {
         if (object.kind?.created !== undefined && object.kind?.created !== null) {
