@@ -97,6 +97,12 @@ export class Watcher implements WatchHandle {
    * cost one log read per step.
    */
   private backlog = NOTHING_HELD;
+  /**
+   * The state after the last record read from the log, kept while a catch-up
+   * is unfinished (across pauses): the next read folds on from it instead of
+   * reading the log from version 1 again.
+   */
+  private readState: DeliveryState | undefined;
   /** This watcher's own backoff: another watcher's success says nothing about its reads. */
   private retryDelayMs: number;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -183,6 +189,7 @@ export class Watcher implements WatchHandle {
     this.phase = to;
     if (to === "ended") {
       this.backlog = NOTHING_HELD;
+      this.readState = undefined;
       this.cancelRetry();
       this.context.left(this);
     } else if (to === "catchingUp" && from !== "catchingUpAgain") {
@@ -199,8 +206,6 @@ export class Watcher implements WatchHandle {
   /** Reads from the log until level with it (or paused, or ended): one pass at a time, entered only through on(). */
   private async catchUp(): Promise<void> {
     const { store, catchUpBatch, outgoing, logger } = this.context;
-    // The state after the last record read in this pass: the next read folds on from it.
-    let stateAt: DeliveryState | undefined;
     try {
       for (;;) {
         // The slow client's held batch goes first; then the log, from the cursor on.
@@ -208,8 +213,8 @@ export class Watcher implements WatchHandle {
         this.backlog = NOTHING_HELD;
         const fromLog = batch.length === 0;
         if (fromLog) {
-          const records = await store.readAfter(this.deliveryId, this.sent, catchUpBatch, stateAt);
-          stateAt = records.at(-1)?.delivery ?? stateAt;
+          const records = await store.readAfter(this.deliveryId, this.sent, catchUpBatch, this.readState);
+          this.readState = records.at(-1)?.delivery ?? this.readState;
           batch = records.map(outgoing);
           this.storeAnswered();
         }
@@ -232,6 +237,7 @@ export class Watcher implements WatchHandle {
         if (this.phase === "paused") this.backlog = batch.slice(next);
         if (!this.readingLog) return;
         if (!fromLog || batch.length === catchUpBatch) continue;
+        this.readState = undefined;
         this.on("level");
         if (this.phase !== "catchingUp") return;
       }

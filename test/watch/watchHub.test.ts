@@ -153,6 +153,10 @@ describe("watch hub", () => {
     expect(stream.versions).toEqual(range(1, 1_000));
     // 10 batches (and one to find the end), not one read per 16 messages.
     expect(s.store.readAfterCalls).toBeLessThanOrEqual(12);
+    // Each read after the first hands the store the state it ends at: no read folds the log from version 1 again.
+    const [first, ...rest] = s.store.readAfterHints;
+    expect(first).toEqual([0, undefined]);
+    for (const [after, stateVersion] of rest) expect(stateVersion).toBe(after);
   });
 
   it("sends nothing live to a watcher whose client is not reading, then everything in order once it reads", async () => {

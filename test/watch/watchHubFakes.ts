@@ -123,6 +123,8 @@ export function fakeStream(capacity = Number.POSITIVE_INFINITY): FakeStream {
 
 export interface ControlledStore extends EventStore {
   readonly readAfterCalls: number;
+  /** Each readAfter's afterVersion and the version of the state it was handed (undefined: none). */
+  readonly readAfterHints: readonly (readonly [number, number | undefined])[];
   readonly loadCalls: number;
   /** While set, load() waits for it after reading (the state it returns is the one read before). */
   holdLoad: Promise<void> | undefined;
@@ -132,6 +134,7 @@ export interface ControlledStore extends EventStore {
 
 export function controlledStore(inner: EventStore): ControlledStore {
   let readAfterCalls = 0;
+  const readAfterHints: [number, number | undefined][] = [];
   let loadCalls = 0;
   const store: ControlledStore = {
     ...inner,
@@ -143,16 +146,18 @@ export function controlledStore(inner: EventStore): ControlledStore {
     get loadCalls() {
       return loadCalls;
     },
+    readAfterHints,
     async load(id, requestKey) {
       loadCalls++;
       const loaded = await inner.load(id, requestKey);
       if (store.holdLoad) await store.holdLoad;
       return loaded;
     },
-    async readAfter(id, afterVersion, limit) {
+    async readAfter(id, afterVersion, limit, stateAt) {
       readAfterCalls++;
+      readAfterHints.push([afterVersion, stateAt?.version]);
       if (store.unavailable) throw new StoreUnavailable("the event store is unavailable: test");
-      return inner.readAfter(id, afterVersion, limit);
+      return inner.readAfter(id, afterVersion, limit, stateAt);
     },
   };
   return store;
