@@ -1,13 +1,15 @@
 /**
  * WatchDeliveries: many deliveries on one stream, exact and resumable.
  *
- * The change feed is the truth; a Pub/Sub message per partition only wakes
- * the partition's tailer. One tailer per partition per process, shared by
- * every local watcher: it reads the feed from its last position, fetches the
- * events and states of the new entries from the logs in one batch, and hands
- * each change to every live watcher whose filter it matches (encoded once
- * per filter). A safety net re-reads every partition every few seconds, so a
- * lost wake-up costs a delay, never a change.
+ * The change feed is the truth. One tailer per partition per process,
+ * shared by every local watcher, hands each change to every live watcher
+ * whose filter it matches (encoded once per filter). The append publishes
+ * each feed entry on the partition's channel with the entry before it and
+ * the event and state: an entry that follows the tailer's position is handed
+ * out as it came, without a read. Anything else — a lost or late message, a
+ * re-subscription, the safety net every few seconds — makes the tailer read
+ * the feed from its last position and the new entries' events from the
+ * logs, so a lost message costs a delay, never a change.
  *
  * A watcher that is not live — replaying after a resume token or a
  * snapshot, or held back by a slow client — reads the feed from its own
@@ -16,7 +18,7 @@
  */
 import { type Delivery, type DeliveryStatus, InvalidInput, type RecordedEvent, ResumeTokenExpired } from "../domain/index.js";
 import type { Logger } from "../logger.js";
-import type { EventStore, FeedEntry } from "../store/eventStore.js";
+import type { EventStore, FeedChange, FeedEntry } from "../store/eventStore.js";
 import type { UpdateSource } from "../watch/updateSource.js";
 import { decodeResumeToken, encodeResumeToken, type FeedPosition, isAfter } from "./resumeToken.js";
 
@@ -144,7 +146,7 @@ export function createFeedHub({
   function start(): Promise<void> {
     started ??= (async () => {
       partitions = await store.feed.partitions();
-      source.onPartition((p) => void readPartition(p));
+      source.onPartition(announced);
       for (let p = 0; p < partitions; p++) await source.subscribePartition(p);
       source.onResubscribed(() => {
         for (let p = 0; p < partitions; p++) void readPartition(p);
@@ -165,9 +167,28 @@ export function createFeedHub({
     return started;
   }
 
+  /**
+   * A partition's message. The entry right after the tailer's position, with no read under way, is
+   * handed out as it came (no round trip); one already read is dropped; after a gap, or without
+   * the entry, the feed is read.
+   */
+  function announced(p: number, change?: FeedChange): void {
+    // Before the heads are read: the tailer starts from them, after this entry.
+    if (closed || tail.length === 0) return;
+    if (change && !reading[p]) {
+      if (change.previous === tail[p]) {
+        dispatch(change.entry, change.record);
+        tailAtEnd[p] = true;
+        return;
+      }
+      if (!isAfter(change.entry.id, tail[p]!)) return;
+    }
+    void readPartition(p);
+  }
+
   /** The tailer of one partition: reads to the end, then hands each change to every live watcher. */
   async function readPartition(p: number): Promise<void> {
-    if (closed || partitions === 0) return;
+    if (closed || tail.length === 0) return;
     if (reading[p]) {
       again[p] = true;
       return;

@@ -67,6 +67,14 @@ export interface FeedEntry {
   readonly after: DeliveryStatus;
 }
 
+/** A feed entry as its append announces it: with the entry before it and the event and state. */
+export interface FeedChange {
+  /** The partition's entry before this one ("0-0" for the first). */
+  readonly previous: string;
+  readonly entry: FeedEntry;
+  readonly record: RecordedEvent;
+}
+
 /** The change feed: one ordered feed per partition, entries trimmed by age. */
 export interface ChangeFeed {
   partitions(): Promise<number>;

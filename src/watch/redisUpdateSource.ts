@@ -1,6 +1,7 @@
 import type { RecordedEvent } from "../domain/index.js";
 import type { Logger } from "../logger.js";
-import { decodeUpdate } from "../store/redis/codec.js";
+import type { FeedChange } from "../store/eventStore.js";
+import { decodePartitionMessage, decodeUpdate } from "../store/redis/codec.js";
 import type { RedisKeys } from "../store/redis/keys.js";
 import { callRedis } from "../store/redis/redisErrors.js";
 import type { ShardedSubscriptions } from "../store/redis/shardedSubscriptions.js";
@@ -27,7 +28,7 @@ export function createRedisUpdateSource({ subscriptions, keys, logger }: RedisUp
   const wantedPartitions = new Set<number>();
   let known: RedisKeys | undefined = typeof keys === "function" ? undefined : keys;
   let onUpdate: (deliveryId: string, record: RecordedEvent) => void = () => {};
-  let onPartition: (partition: number) => void = () => {};
+  let onPartition: (partition: number, change?: FeedChange) => void = () => {};
   // Several: the WatchDelivery hub and the WatchDeliveries hub both catch up.
   const resubscribed = new Set<() => void>();
   const keysNow = async () => {
@@ -38,7 +39,15 @@ export function createRedisUpdateSource({ subscriptions, keys, logger }: RedisUp
   subscriptions.onMessage((channel, message) => {
     const partition = known?.partitionFromChannel(channel);
     if (partition !== undefined) {
-      if (wantedPartitions.has(partition)) onPartition(partition);
+      if (!wantedPartitions.has(partition)) return;
+      let change: FeedChange | undefined;
+      try {
+        change = decodePartitionMessage(partition, message);
+      } catch (error) {
+        // Still a wake-up: the tailer reads the feed.
+        logger.error({ err: error, channel }, "undecodable feed message; the feed is read instead");
+      }
+      onPartition(partition, change);
       return;
     }
     const id = known?.idFromChannel(channel);

@@ -8,7 +8,7 @@ import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { StoreUnavailable } from "../../src/domain/index.js";
 import type { AppendResult, EventStore } from "../../src/store/eventStore.js";
-import { decodeStoredEvent, decodeUpdate } from "../../src/store/redis/codec.js";
+import { decodePartitionMessage, decodeStoredEvent, decodeUpdate } from "../../src/store/redis/codec.js";
 import { createRedisKeys, DEFAULT_PARTITIONS } from "../../src/store/redis/keys.js";
 import { createRedisConnection } from "../../src/store/redis/redisConnection.js";
 import { createRedisEventStore, StoreLayoutError } from "../../src/store/redis/redisEventStore.js";
@@ -230,7 +230,7 @@ describe("redis event store: Redis specifics", () => {
       expect(decodeUpdate(second.message)).toEqual(records[1]);
     });
 
-    it("publishes on each delivery's own channel, and the feed entry id on the partition's", async () => {
+    it("publishes on each delivery's own channel, and on the partition's the feed entry with the one before it and the update", async () => {
       const messages = new ChannelMessages(subscriber);
       await subscriber.ssubscribe(keys().channel("d2"), keys().delivery("d2").partitionChannel);
       await appendAll(store, recordsOf("d1", [cmd.create(1)]));
@@ -240,9 +240,14 @@ describe("redis event store: Redis specifics", () => {
       const received = [await messages.next(), await messages.next()];
       const byChannel = new Map(received.map((m) => [m.channel, m.message]));
       expect(decodeUpdate(byChannel.get(keys().channel("d2"))!)).toEqual(d2[0]);
-      const feedId = byChannel.get(keys().delivery("d2").partitionChannel)!.toString();
-      const [entry] = (await redis.xrange(keys().delivery("d2").feed, feedId, feedId)) as [string, string[]][];
+      const d = keys().delivery("d2");
+      const change = decodePartitionMessage(d.partition, byChannel.get(d.partitionChannel)!);
+      expect(change?.entry).toMatchObject({ partition: d.partition, deliveryId: "d2", version: 1, before: "NONE", after: "READY" });
+      expect(change?.record).toEqual(d2[0]);
+      const [entry] = (await redis.xrange(d.feed, change!.entry.id, change!.entry.id)) as [string, string[]][];
       expect(fieldsOf(entry![1])).toMatchObject({ d: "d2", v: "1" });
+      const [before] = (await redis.xrevrange(d.feed, `(${change!.entry.id}`, "-", "COUNT", 1)) as [string, string[]][];
+      expect(change?.previous).toBe(before?.[0] ?? "0-0");
     });
   });
 

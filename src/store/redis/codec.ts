@@ -7,6 +7,7 @@ import { type Delivery, type DeliveryEvent, type DeliveryEventData, type Deliver
 import { StoredEvent } from "../../gen/delivery/storage/v2/records.js";
 import { WatchDeliveryResponse } from "../../gen/delivery/v1/delivery.js";
 import { fromProtoDelivery, fromProtoEvent, fromProtoKind, toProtoDelivery, toProtoEvent, toProtoKind } from "../../mapping/protoMapping.js";
+import type { FeedChange } from "../eventStore.js";
 import { type IndexedStatus, STATUS_CODES } from "./keys.js";
 
 export function encodeStoredEvent(event: DeliveryEvent): Buffer {
@@ -72,6 +73,29 @@ export function decodeUpdate(bytes: Uint8Array): RecordedEvent {
   const message = WatchDeliveryResponse.decode(bytes);
   if (!message.delivery || !message.event) throw new Error("update lacks delivery or event");
   return { event: fromProtoEvent(message.event), delivery: fromProtoDelivery(message.delivery) };
+}
+
+/**
+ * A partition's message (the append script's): "<entry before> <entry> <delivery id> <version>
+ * <status codes before, after> <update bytes>". The ids and numbers hold no space.
+ */
+export function decodePartitionMessage(partition: number, bytes: Buffer): FeedChange | undefined {
+  const fields: string[] = [];
+  let at = 0;
+  for (let i = 0; i < 5; i++) {
+    const space = bytes.indexOf(32, at);
+    if (space < 0) return undefined;
+    fields.push(bytes.toString("latin1", at, space));
+    at = space + 1;
+  }
+  const [previous, id, deliveryId, version, statuses] = fields as [string, string, string, string, string];
+  const after = STATUS_BY_CODE[Number(statuses[1])];
+  if (!after) return undefined;
+  return {
+    previous,
+    entry: { partition, id, deliveryId, version: Number(version), before: STATUS_BY_CODE[Number(statuses[0])] ?? "NONE", after },
+    record: decodeUpdate(bytes.subarray(at)),
+  };
 }
 
 /** Index members sort by creation time, then id: "<created_at ms, 13 digits><id>". */

@@ -12,7 +12,8 @@
  *   <prefix>i:{<tag>}:<status>    ZSet   the partition's deliveries in a status; members "<created_at ms, 13 digits><id>", score 0
  *   <prefix>x:{<tag>}             ZSet   finished deliveries to delete (RETAIN_FINISHED_FOR): score = due ms, member "<status><index member>"
  *   <prefix>c:{<tag>}:<id>        SPUBLISH channel of one delivery (WatchDelivery)
- *   <prefix>c:{<tag>}             SPUBLISH channel of the partition (wakes WatchDeliveries tailers)
+ *   <prefix>c:{<tag>}             SPUBLISH channel of the partition (WatchDeliveries tailers): each feed entry with
+ *                                 the one before it and the update, "<before> <entry> <id> <version> <s> <payload>"
  *   <prefix>meta                  Hash   layout, partitions (outside any partition)
  *
  * Each partition's tag is chosen so that the partitions' hash slots are

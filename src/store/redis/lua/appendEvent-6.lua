@@ -26,7 +26,7 @@ ARGV[10] now, ms (the feed entry's time; never below the feed's last entry)
 ARGV[11] feed retention, ms: entries older than now - this are trimmed
 ARGV[12] due time of deletion, ms, or "" (kept forever / not finished)
 ARGV[13] the delivery's channel, ARGV[14] its payload (WatchDeliveryResponse bytes)
-ARGV[15] the partition's channel
+ARGV[15] the partition's channel: "<entry before> <entry> <id> <version> <statuses> <payload>"
 
 Replies:
   {"appended", version, feed entry id}
@@ -60,7 +60,9 @@ end
 -- Feed ids are times; a replica whose clock is behind the last entry's uses the last entry's time.
 local ms = ARGV[10]
 local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
+local previousId = '0-0'
 if last then
+  previousId = last[1]
   local lastMs = string.match(last[1], '^(%d+)-')
   if string.len(lastMs) > string.len(ms) or (string.len(lastMs) == string.len(ms) and lastMs > ms) then
     ms = lastMs
@@ -71,5 +73,6 @@ local feedId = redis.call('XADD', KEYS[3], 'MINID', minId, ms .. '-*',
   'd', ARGV[5], 'v', version, 's', ARGV[7] .. ARGV[8], 't', ARGV[9])
 
 redis.call('SPUBLISH', ARGV[13], ARGV[14])
-redis.call('SPUBLISH', ARGV[15], feedId)
+-- The partition's message: the entry before, the entry, then the update itself (see codec.ts).
+redis.call('SPUBLISH', ARGV[15], previousId .. ' ' .. feedId .. ' ' .. ARGV[5] .. ' ' .. version .. ' ' .. ARGV[7] .. ARGV[8] .. ' ' .. ARGV[14])
 return {'appended', version, feedId}
