@@ -5,11 +5,13 @@
  * remembers who the caller is for the handlers (the actor of events) and the
  * instrumentation (the log line). Streams end when their credential does.
  */
+import type { EventEmitter } from "node:events";
 import type { Metadata, ServerUnaryCall, ServiceError } from "@grpc/grpc-js";
 import { actorOf, type AuthConfig, type Authenticator, isOpenMethod, normalizeMethod, type Principal } from "../auth/index.js";
 import type { Logger } from "../logger.js";
 import { PermissionDenied, type StreamLimit, StreamCredentialsExpired, Unauthenticated } from "./conditions.js";
 import { toServiceError } from "./errorStatus.js";
+import { whenStreamEnds } from "./streamEnd.js";
 
 /** Time for credential checks and stream expiry; tests inject one they move by hand. */
 export interface AuthClock {
@@ -51,7 +53,7 @@ export interface CallIdentity {
 export interface AuthenticatedCall {
   readonly metadata: Metadata;
   getAuthContext(): ReturnType<ServerUnaryCall<unknown, unknown>["getAuthContext"]>;
-  once(event: "finish" | "cancelled" | "error", listener: () => void): unknown;
+  on: EventEmitter["on"];
 }
 
 // Keyed by the call object, so nothing gRPC-specific travels below the handlers.
@@ -147,7 +149,7 @@ export function createCallAuth({ config, authenticator, clock, logger, onRefused
           const deadline = principal && deadlineOf(principal, clock.now());
           if (!deadline) return;
           const timer = clock.at(deadline.at, () => end(new StreamCredentialsExpired(method, deadline.limit)));
-          for (const event of ["finish", "cancelled", "error"] as const) call.once(event, () => timer.cancel());
+          whenStreamEnds(call, () => timer.cancel());
         },
       };
     },

@@ -9,6 +9,7 @@ import {
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import { identityOf } from "./callAuth.js";
+import { whenStreamEnds } from "./streamEnd.js";
 import { LIMITS } from "./parse.js";
 
 export interface InstrumentDeps {
@@ -61,20 +62,7 @@ export function instrumentService<T extends UntypedServiceImplementation>(
       const stream = handler as handleServerStreamingCall<unknown, unknown>;
       wrapped[name] = ((call: ServerWritableStream<unknown, unknown>) => {
         const started = process.hrtime.bigint();
-        let code: status = status.OK;
-        let details: string | undefined;
-        let done = false;
-        const finish = (final: status) => {
-          if (done) return;
-          done = true;
-          record(started, final, call, details);
-        };
-        call.on("error", (error: { code?: status; details?: string }) => {
-          code = error.code ?? status.UNKNOWN;
-          details = error.details;
-        });
-        call.on("finish", () => finish(code));
-        call.on("cancelled", () => finish(status.CANCELLED));
+        whenStreamEnds(call, (code, details) => record(started, code, call, details));
         stream(call);
       }) as handleServerStreamingCall<unknown, unknown>;
     } else {

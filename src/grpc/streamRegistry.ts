@@ -2,6 +2,7 @@ import type { ServerDuplexStream, ServerWritableStream } from "@grpc/grpc-js";
 import type { Logger } from "../logger.js";
 import { ShuttingDown, type StreamCredentialsExpired } from "./conditions.js";
 import { toServiceError } from "./errorStatus.js";
+import { whenStreamEnds } from "./streamEnd.js";
 
 type OpenStream = ServerWritableStream<unknown, unknown> | ServerDuplexStream<unknown, unknown>;
 
@@ -37,13 +38,10 @@ export function createStreamRegistry(logger: Logger): StreamRegistry {
     track(call) {
       if (closing) return end(call);
       open.add(call);
-      const forget = () => {
+      whenStreamEnds(call, () => {
         ended.add(call);
         open.delete(call);
-      };
-      call.once("finish", forget);
-      call.once("cancelled", forget);
-      call.once("error", forget);
+      });
     },
     end,
     endAll() {

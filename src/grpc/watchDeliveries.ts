@@ -10,6 +10,7 @@ import { toProtoDelivery, toProtoEvent } from "../mapping/protoMapping.js";
 import { ShuttingDown } from "./conditions.js";
 import { toServiceError } from "./errorStatus.js";
 import { parseFields, parseResumeToken, parseStatuses } from "./parse.js";
+import { whenStreamEnds } from "./streamEnd.js";
 import type { StreamRegistry } from "./streamRegistry.js";
 
 const PROTO_STATUS = {
@@ -97,10 +98,7 @@ export function createWatchDeliveriesHandler({
         },
       )
       .then(
-        (handle) => {
-          if (call.cancelled) handle.close();
-          else call.on("cancelled", () => handle.close());
-        },
+        (handle) => whenStreamEnds(call, () => handle.close()),
         (error: unknown) => call.emit("error", toServiceError(error, logger)),
       );
   };

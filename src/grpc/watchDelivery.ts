@@ -1,12 +1,13 @@
-import type { handleServerStreamingCall } from "@grpc/grpc-js";
+import type { handleServerStreamingCall, ServerWritableStream } from "@grpc/grpc-js";
 import type { WatchDeliveryRequest, WatchDeliveryResponse } from "../gen/delivery/v1/delivery.js";
 import { WatchDeliveryResponse as WatchDeliveryResponseCodec } from "../gen/delivery/v1/delivery.js";
 import type { Logger } from "../logger.js";
 import { toProtoDelivery, toProtoEvent } from "../mapping/protoMapping.js";
-import type { WatchEncoder, WatchHub } from "../watch/watchHub.js";
+import type { WatchEncoder, WatchHub, WatchStream } from "../watch/watchHub.js";
 import { ShuttingDown } from "./conditions.js";
 import { toServiceError } from "./errorStatus.js";
 import { parseAfterVersion, parseDeliveryId, parseFields } from "./parse.js";
+import { whenStreamEnds } from "./streamEnd.js";
 import type { StreamRegistry } from "./streamRegistry.js";
 
 /** Pre-encoded WatchDeliveryResponse bytes: the hub encodes an update once for all local watchers. */
@@ -30,6 +31,27 @@ export interface WatchHandlerDeps {
 
 const RESUME_HINT = "the server is shutting down; watch again (on any replica) with after_version set to the last version received";
 
+/** The hub's side of one call: one object per watcher, no closures (a process holds thousands). */
+class CallWatchStream implements WatchStream {
+  constructor(
+    private readonly call: ServerWritableStream<WatchDeliveryRequest, WatchDeliveryResponse>,
+    private readonly registry: StreamRegistry,
+  ) {}
+  // The stream carries pre-encoded bytes (see serializeWatchResponse), hence the cast.
+  write(bytes: Uint8Array): boolean {
+    return this.call.write(bytes as unknown as WatchDeliveryResponse);
+  }
+  onDrain(listener: () => void): void {
+    this.call.on("drain", listener);
+  }
+  end(): void {
+    this.call.end();
+  }
+  abort(): void {
+    this.registry.end(this.call, new ShuttingDown(RESUME_HINT));
+  }
+}
+
 export function createWatchHandler({ hub, logger, registry }: WatchHandlerDeps): handleServerStreamingCall<WatchDeliveryRequest, WatchDeliveryResponse> {
   return (call) => {
     let deliveryId: string;
@@ -43,21 +65,9 @@ export function createWatchHandler({ hub, logger, registry }: WatchHandlerDeps):
       call.emit("error", toServiceError(error, logger));
       return;
     }
-    // The stream carries pre-encoded bytes (see serializeWatchResponse), hence the cast.
-    const write = call.write.bind(call) as unknown as (bytes: Uint8Array) => boolean;
-    hub
-      .watch(deliveryId, afterVersion, {
-        write,
-        onDrain: (listener) => call.on("drain", listener),
-        end: () => call.end(),
-        abort: () => registry.end(call, new ShuttingDown(RESUME_HINT)),
-      })
-      .then(
-        (handle) => {
-          if (call.cancelled) handle.close();
-          else call.on("cancelled", () => handle.close());
-        },
-        (error: unknown) => call.emit("error", toServiceError(error, logger)),
-      );
+    hub.watch(deliveryId, afterVersion, new CallWatchStream(call, registry)).then(
+      (handle) => whenStreamEnds(call, () => handle.close()),
+      (error: unknown) => call.emit("error", toServiceError(error, logger)),
+    );
   };
 }

@@ -2,6 +2,7 @@ import type { handleServerStreamingCall } from "@grpc/grpc-js";
 import type { Logger } from "../logger.js";
 import { TooManyWatchers } from "./conditions.js";
 import { toServiceError } from "./errorStatus.js";
+import { whenStreamEnds } from "./streamEnd.js";
 
 /**
  * Caps open watch streams per process (every kind of watch shares one
@@ -11,6 +12,9 @@ import { toServiceError } from "./errorStatus.js";
  */
 export function createWatcherLimit(maxWatchers: number, logger: Logger) {
   let open = 0;
+  const release = () => {
+    open--;
+  };
   return function limitWatchers<Req, Res>(handler: handleServerStreamingCall<Req, Res>): handleServerStreamingCall<Req, Res> {
     return (call) => {
       if (open >= maxWatchers) {
@@ -18,16 +22,7 @@ export function createWatcherLimit(maxWatchers: number, logger: Logger) {
         return;
       }
       open++;
-      let released = false;
-      const release = () => {
-        if (released) return;
-        released = true;
-        open--;
-      };
-      call.on("finish", release);
-      call.on("cancelled", release);
-      call.on("close", release);
-      call.on("error", release);
+      whenStreamEnds(call, release);
       handler(call);
     };
   };
