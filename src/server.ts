@@ -187,11 +187,6 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const metrics = createMetrics();
   const auth = createServerAuth(options, metrics);
   const backend = await createBackend(options, metrics);
-  const app = createDeliveryApp({
-    store: backend.store,
-    onAppended: (record) => metrics.eventsAppended.inc({ type: record.event.data.type }),
-    ...(options.now ? { now: options.now } : {}),
-  });
   // Finished deliveries past their retention are deleted on read; this sweeps the ones nobody reads.
   const sweeper =
     config.retainFinishedForMs === undefined
@@ -208,6 +203,14 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     logger,
     observer: { liveUpdate: () => metrics.pubsubMessages.inc(), repairedFromLog: (events) => metrics.gapsRepaired.inc(events) },
     ...(options.safetyNetIntervalMs ? { safetyNetIntervalMs: options.safetyNetIntervalMs } : {}),
+  });
+  const app = createDeliveryApp({
+    store: backend.store,
+    onAppended: (record) => {
+      metrics.eventsAppended.inc({ type: record.event.data.type });
+      hub.appended(record);
+    },
+    ...(options.now ? { now: options.now } : {}),
   });
 
 

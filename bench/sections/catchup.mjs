@@ -12,7 +12,7 @@ import { createRedisEventStore } from "../../dist/store/redis/redisEventStore.js
 import { benchId, BUDGET, NOTES } from "../lib/fixtures.mjs";
 import { callUnary, clientFor } from "../lib/grpcClient.mjs";
 import { limitedBy, medianUtil, utilisation } from "../lib/measure.mjs";
-import { metText, ratioText, trio } from "../lib/report.mjs";
+import { metText, ratioTarget, ratioText, trio } from "../lib/report.mjs";
 import { nowNs, round, spread } from "../lib/stats.mjs";
 
 /** Appends events straight through the service's own Redis store: IncreaseBudget after IncreaseBudget. */
@@ -122,7 +122,7 @@ async function run(ctx) {
 
 const targets = (piece) => {
   const k = piece.events10k_ms;
-  return k === undefined ? [] : [{ name: "catch-up 10k events", value: k, target: "< 1000 ms", met: k < 1000 }];
+  return k === undefined ? [] : [ratioTarget("catch-up 10k events", k, piece.baseline_events10k_ms, "<=", 1.5)].filter(Boolean);
 };
 
 function rows(k, targetList) {

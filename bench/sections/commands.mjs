@@ -24,7 +24,7 @@ export default {
   run: (ctx) => runUnarySection(ctx, "commands", commandWorker),
   targets: (piece) => [
     ratioTarget("commands c64 RPS", piece.c64?.rps, piece.c64?.baseline_rps, ">=", 0.6),
-    ratioTarget("commands c64 server CPU/call", piece.c64?.server_us_per_call, piece.c64?.baseline_server_us_per_call, "<=", 3),
+    ratioTarget("commands c64 server CPU/call", piece.c64?.server_us_per_call, piece.c64?.baseline_server_us_per_call, "<=", 2),
   ],
   rows: (piece, targets) => unaryRows("commands", piece, targets),
 };

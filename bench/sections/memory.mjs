@@ -133,7 +133,11 @@ async function run(ctx) {
 
 const targets = (piece) => {
   const m = piece.w5000;
-  return m ? [ratioTarget("memory w5000 per idle watcher", m.bytes_per_watcher, m.baseline_bytes_per_stream, "<=", 1.3)] : [];
+  if (!m) return [];
+  return [
+    ratioTarget("memory w5000 per idle watcher", m.bytes_per_watcher, m.baseline_bytes_per_stream, "<=", 1.1),
+    ratioTarget("memory w5000 per idle watcher vs NATS KV", m.bytes_per_watcher, m.nats_bytes_per_watcher, "<=", 0.5),
+  ].filter(Boolean);
 };
 
 function rows(piece, targetList) {

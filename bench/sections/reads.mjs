@@ -39,7 +39,7 @@ export default {
     ),
   targets: (piece) => [
     ratioTarget("reads c64 RPS", piece.c64?.rps, piece.c64?.baseline_rps, ">=", 0.8),
-    ratioTarget("reads c64 server CPU/call", piece.c64?.server_us_per_call, piece.c64?.baseline_server_us_per_call, "<=", 1.6),
+    ratioTarget("reads c64 server CPU/call", piece.c64?.server_us_per_call, piece.c64?.baseline_server_us_per_call, "<=", 1.4),
   ],
   rows: (piece, targets) => unaryRows("reads", piece, targets),
 };

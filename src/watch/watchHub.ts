@@ -77,6 +77,12 @@ export interface WatchHub {
   readonly watchedDeliveries: number;
   /** Where each local watcher of a delivery stands: the last version it was sent, and whether it is held back by a slow client. */
   watcherStates(deliveryId: string): readonly WatcherState[];
+  /**
+   * An event this process appended (the store acknowledged it): its local
+   * watchers get it now instead of after Pub/Sub's round trip; whichever copy
+   * comes second is dropped like any repeat.
+   */
+  appended(record: RecordedEvent): void;
   /** Aborts every watch (UNAVAILABLE) and stops the safety net. */
   close(): Promise<void>;
 }
@@ -149,10 +155,8 @@ export function createWatchHub({
     }
   }
 
-  source.onUpdate((deliveryId, record) => {
-    const channel = channels.get(deliveryId);
-    if (!channel) return;
-    observer?.liveUpdate();
+  /** A live update, from Pub/Sub or from this process's own append. */
+  function route(channel: Channel, record: RecordedEvent): void {
     const { version } = record.event;
     // Encoded once, the same bytes for every local watcher. A Set may lose
     // members while it is iterated (a watcher ending on a terminal state).
@@ -163,6 +167,13 @@ export function createWatchHub({
       // A gap, or a watcher busy starting or catching up: the log has it. A paused one reads the log on 'drain'.
       else w.behind();
     }
+  }
+
+  source.onUpdate((deliveryId, record) => {
+    const channel = channels.get(deliveryId);
+    if (!channel) return;
+    observer?.liveUpdate();
+    route(channel, record);
   });
 
   // Messages published while the subscription was lost are gone: every watcher looks at the log.
@@ -187,6 +198,10 @@ export function createWatchHub({
   safetyNet.unref();
 
   return {
+    appended(record) {
+      const channel = channels.get(record.event.deliveryId);
+      if (channel) route(channel, record);
+    },
     async watch(deliveryId, afterVersion, stream) {
       const w = new Watcher(deliveryId, stream, context);
       try {

@@ -41,9 +41,9 @@ afterAll(async () => {
 const newId = (label: string) => `${label}-${randomBytes(4).toString("hex")}`;
 const metrics = (): Promise<Scrape> => scrape(metricsPort);
 
-function startDelivery(deliveryId: string): Promise<unknown> {
+function startDelivery(deliveryId: string, through: DeliveryServiceClient = client): Promise<unknown> {
   return new Promise((resolve, reject) =>
-    client.startDelivery(StartDeliveryRequest.fromPartial({ deliveryId }), new Metadata(), { deadline: Date.now() + 5_000 }, (error, response) =>
+    through.startDelivery(StartDeliveryRequest.fromPartial({ deliveryId }), new Metadata(), { deadline: Date.now() + 5_000 }, (error, response) =>
       error ? reject(error) : resolve(response),
     ),
   );
@@ -150,11 +150,13 @@ describe("watches", () => {
     const id = newId("gap");
     await createDelivery(client, { deliveryId: id, budget: 100n });
     const watcher = watch(client, { deliveryId: id });
+    // Another replica makes the change: this one hears of it only through Pub/Sub (its own appends reach its watchers directly).
+    const writer = await startTestService({ redisUrl: redis.url, keyPrefix: service.keyPrefix });
     try {
       await watcher.first;
       const before = (await metrics()).value("delivery_watch_gaps_repaired_total");
       const dropped = proxy.dropNextMessage(createRedisKeys(service.keyPrefix).channel(id));
-      await startDelivery(id);
+      await startDelivery(id, writer.client());
       await within(dropped, "the proxy to drop the Pub/Sub message", 5_000);
       // Only the safety net (or the next message) can bring version 2 now: it comes from the log.
       await waitUntil(() => watcher.messages.length === 2, "the watcher to receive version 2 from the log", 5_000);
@@ -162,6 +164,7 @@ describe("watches", () => {
       expect((await metrics()).value("delivery_watch_gaps_repaired_total") - before).toBeGreaterThanOrEqual(1);
     } finally {
       watcher.cancel();
+      await writer.stop();
     }
   });
 });

@@ -210,4 +210,23 @@ describe("watch hub", () => {
     await waitUntil(() => streams.every((st) => st.versions.at(-1) === 8), "the repair");
     expect(counts).toEqual({ live: 1, repaired: 2 * streams.length });
   });
+
+  it("hands an event this process appended to its watchers at once, and drops Pub/Sub's copy that follows", async () => {
+    const s = setup();
+    await create(s.app, "d1");
+    const stream = fakeStream();
+    await s.hub.watch("d1", undefined, stream);
+    await waitUntil(() => stream.versions.length === 1, "the snapshot");
+    s.publish = false;
+    const local = createDeliveryApp({ store: s.store, onAppended: (record) => s.hub.appended(record) });
+
+    const record = await local.execute("d1", { type: "IncreaseBudget", amountMinor: 1 });
+    // Synchronously, before any Pub/Sub message: nothing else could have brought it.
+    expect(stream.versions).toEqual([1, 2]);
+    s.source.deliver(record);
+    s.hub.appended(record);
+    await local.execute("d1", { type: "IncreaseBudget", amountMinor: 1 });
+    expect(stream.versions).toEqual([1, 2, 3]);
+    expect(s.store.readAfterCalls).toBe(0);
+  });
 });
