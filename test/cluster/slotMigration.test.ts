@@ -196,12 +196,19 @@ describe("a slot of watched deliveries migrated to another primary", () => {
     const to = cluster.primaries().find((p) => p.port !== from)!.port;
     const repairedBefore = await repairedFromLog();
     let midway = 0;
+    // Written by another replica: the watchers' replica hears of it only through Pub/Sub (its own appends reach its watchers directly).
+    const writer = await startTestService({
+      config: { redis: clusterTargetOf(cluster, { REDIS_COMMAND_TIMEOUT_MS: "2000" }), retainFinishedForMs: 3_600_000 },
+      keyPrefix: service.keyPrefix,
+      safetyNetIntervalMs: SAFETY_NET_OFF_MS,
+    });
     await migrateSlotWith(slot, to, async () => {
-      midway = await increaseBudget(client, id);
+      midway = await increaseBudget(writer.client(), id);
       // Published on the importing node: the watchers' subscription is still on the source.
       expect(await shardSubscribers(to, keys.channel(id))).toBe(0);
       expect(await shardSubscribers(from, keys.channel(id))).toBe(1);
     });
+    await writer.stop();
     expect(midway).toBe(3);
     // Nothing else happens: only the catch-up after the re-subscription can bring version 3.
     await waitUntil(() => watchers.every((w) => w.lastVersion() === 3), "every watcher at version 3 after the migration", 10_000);
