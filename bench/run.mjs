@@ -3,7 +3,7 @@
  * client code (the generated DeliveryServiceClient), on loopback; NATS
  * (JetStream KV watches, core NATS) as a peer in the fanout and memory sections.
  *
- *   node bench/run.mjs [--smoke] [--runs N] [--only commands,reads,fanout,memory,catchup,storage,list,firehose,cluster]
+ *   node bench/run.mjs [--smoke] [--runs N] [--only commands,reads,fanout,memory,catchup,storage,list,firehose,cluster,scale]
  *                      [--levels 1,16,64] [--watchers 100,1000,5000] [--cpu-prof] [--out file]
  *                      [--nats kv,file,core|none] [--cluster]
  *
@@ -14,7 +14,7 @@
  * --cpu-prof writes a V8 CPU profile of the server child per measured window to
  * bench/results/profiles/ (summarise with bench/profileTop.mjs). BENCH_SERVICE_DIST=dir
  * measures another build of the service (a patched copy of dist/ under bench/results/).
- * BENCH_DEADLINE_MS overrides the hard deadline (default 540 s, 90 s with --smoke).
+ * BENCH_DEADLINE_MS overrides the hard deadline (default 600 s, 90 s with --smoke).
  * --nats picks the NATS peers: kv (KV, memory storage), file (KV, file storage), core (core
  * NATS subjects); default all three, kv alone with --smoke.
  *
@@ -51,10 +51,11 @@ import firehose from "./sections/firehose.mjs";
 import memory from "./sections/memory.mjs";
 import list from "./sections/list.mjs";
 import reads from "./sections/reads.mjs";
+import scale from "./sections/scale.mjs";
 import storage from "./sections/storage.mjs";
 
 /** In the order they run and print. */
-const SECTIONS = [commands, reads, fanout, memory, catchup, storage, list, firehose, cluster];
+const SECTIONS = [commands, reads, fanout, memory, catchup, storage, list, firehose, cluster, scale];
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { values: flags } = parseArgs({
@@ -80,8 +81,8 @@ const CLUSTER_SUPPORT = clusterSupport();
 if (flags.cluster) ONLY.add("cluster");
 else if (ONLY.has("cluster") && (SMOKE || !CLUSTER_SUPPORT.ok)) ONLY.delete("cluster");
 const CFG = SMOKE
-  ? { warmupMs: 100, durationMs: 250, levels: [1, 16, 64], readIds: 64, watchers: [20], cadenceCommands: 5, closedLoopMs: 300, idleMs: 200, catchUpEvents: 200, deadlineMs: 90_000 }
-  : { warmupMs: 300, durationMs: 1_500, levels: [1, 16, 64], readIds: 256, watchers: [100, 1_000, 5_000], cadenceCommands: 20, closedLoopMs: 1_500, idleMs: 700, catchUpEvents: 10_000, deadlineMs: 540_000 };
+  ? { warmupMs: 100, durationMs: 250, levels: [1, 16, 64], readIds: 64, watchers: [20], cadenceCommands: 5, closedLoopMs: 300, idleMs: 200, catchUpEvents: 200, scaleWatchers: 400, scaleProcesses: 4, scaleChannels: 8, deadlineMs: 90_000 }
+  : { warmupMs: 300, durationMs: 1_500, levels: [1, 16, 64], readIds: 256, watchers: [100, 1_000, 5_000], cadenceCommands: 20, closedLoopMs: 1_500, idleMs: 700, catchUpEvents: 10_000, scaleWatchers: 20_000, scaleProcesses: 4, scaleChannels: 8, deadlineMs: 600_000 };
 if (process.env.BENCH_DEADLINE_MS) CFG.deadlineMs = Number(process.env.BENCH_DEADLINE_MS);
 if (flags.watchers) CFG.watchers = flags.watchers.split(",").map(Number);
 if (flags.levels) CFG.levels = flags.levels.split(",").map(Number);

@@ -3,6 +3,9 @@
  *   node [--expose-gc] bench/serverChild.mjs real <redisUrl> [partitions]      (BENCH_SERVICE_DIST: another build than ../dist)
  *   node [--expose-gc] bench/serverChild.mjs cluster <host:port,...> [partitions]   (the service on a Redis Cluster: REDIS_CLUSTER_NODES)
  *   node [--expose-gc] bench/serverChild.mjs bare|bare-sized   (empty or real-sized unary responses)
+ * BENCH_MAX_WATCHERS in the environment sets the service's MAX_WATCHERS, its limit of open watches
+ * (read by its own parser; default the service's, 10,000; a MAX_WATCHERS of the shell is not read).
+ * The bare server has no limit.
  * Sends {type:"ready", port} over IPC, then answers {id, op} requests:
  *   usage {gc}      -> {cpu: process.cpuUsage(), elu: event loop utilisation so far, mem: process.memoryUsage(),
  *                       watchers (WatchDelivery), feedWatchers (WatchDeliveries)}
@@ -32,9 +35,10 @@ async function start() {
   // under bench/results/ so that it still resolves node_modules); default ../dist.
   const dist = process.env.BENCH_SERVICE_DIST ? pathToFileURL(`${path.resolve(process.env.BENCH_SERVICE_DIST)}/`) : new URL("../dist/", import.meta.url);
   const { startServer } = await import(new URL("server.js", dist).href);
-  const { configWith } = await import(new URL("config.js", dist).href);
+  const { configWith, loadConfig } = await import(new URL("config.js", dist).href);
   const { silentLogger } = await import(new URL("logger.js", dist).href);
   const overrides = { host: "127.0.0.1", port: 0, logLevel: "silent", shutdownGraceMs: 1_000, ...(partitions ? { storePartitions: Number(partitions) } : {}) };
+  if (process.env.BENCH_MAX_WATCHERS) overrides.maxWatchers = loadConfig({ MAX_WATCHERS: process.env.BENCH_MAX_WATCHERS }).maxWatchers;
   if (mode === "cluster") {
     // What REDIS_CLUSTER_NODES=<nodes> gives the service, read by its own parser.
     const { parseRedisTarget } = await import(new URL("store/redis/redisTarget.js", dist).href);

@@ -1,5 +1,5 @@
 /**
- * The watchers of the fanout, memory, firehose and cluster sections, in a process of their own so
+ * The watchers of the fanout, memory, firehose, cluster and scale sections, in a process of their own so
  * that their CPU is theirs alone and the parent can time command
  * acknowledgements without waiting behind thousands of stream messages.
  * Timestamps are process.hrtime (CLOCK_MONOTONIC), comparable across processes

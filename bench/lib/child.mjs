@@ -8,10 +8,10 @@ process.once("exit", () => {
 
 /**
  * Forks `script` and resolves once it sends {type:"ready"}; the returned handle
- * has request(op, body) and stop().
+ * has request(op, body) and stop(). `env` adds to (or overrides) this process's environment.
  */
-export function startChild(script, args, { execArgv = [], readyTimeoutMs = 20_000, name = script } = {}) {
-  const child = fork(script, args, { execArgv, stdio: ["ignore", "inherit", "inherit", "ipc"] });
+export function startChild(script, args, { execArgv = [], env, readyTimeoutMs = 20_000, name = script } = {}) {
+  const child = fork(script, args, { execArgv, env: env ? { ...process.env, ...env } : process.env, stdio: ["ignore", "inherit", "inherit", "ipc"] });
   live.add(child);
   const pending = new Map();
   const listeners = new Set();

@@ -10,7 +10,7 @@
  *   ctx.redis {url, port, admin, version, cpuSeconds(), calls(command)}
  *   ctx.nats {version, status, peers, history, start()}
  *   ctx.servers {startServer(kind, execArgv), profileWindow(server, name)}
- *   ctx.startWatcherPool()
+ *   ctx.startWatcherPool({processes, channels}?)   (default settings.watcherProcesses, settings.watchChannels)
  *   ctx.measure {snapshot(server, watchers), utilisation, limitedBy, medianUtil}
  */
 import { Redis } from "ioredis";
@@ -68,7 +68,7 @@ export async function createContext({ cfg, runs, smoke, settings, log, debug, pr
     redis,
     nats: natsContext(natsPeers),
     servers,
-    startWatcherPool: () => startWatcherPool({ processes: settings.watcherProcesses, channels: settings.watchChannels }),
+    startWatcherPool: (options = {}) => startWatcherPool({ processes: settings.watcherProcesses, channels: settings.watchChannels, ...options }),
     measure: createMeasure({ redis }),
   };
   let closed;

@@ -14,13 +14,14 @@ const SERVER_CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), "..
  * on a Redis Cluster, as REDIS_CLUSTER_NODES); `partitions` sets its
  * STORE_PARTITIONS (default the service's); `profileDir` set (--cpu-prof)
  * turns profileWindow on. A server handle is the child's (request, stop,
- * port, pid) plus usage(body).
+ * port, pid) plus usage(body). startServer's `env` goes to the child's environment
+ * (BENCH_MAX_WATCHERS: the service's MAX_WATCHERS, read by bench/serverChild.mjs).
  */
 export function createServerProcesses({ redisUrl, clusterNodes, partitions, profileDir, log }) {
   const realArgs = [...(clusterNodes ? ["cluster", clusterNodes] : ["real", redisUrl]), ...(partitions ? [String(partitions)] : [])];
-  async function startServer(kind, execArgv = []) {
+  async function startServer(kind, execArgv = [], env = undefined) {
     const args = kind === "real" ? realArgs : kind === "sized" ? ["bare-sized"] : ["bare"];
-    const child = await startChild(SERVER_CHILD, args, { execArgv: ["--expose-gc", ...execArgv], name: `${kind} server` });
+    const child = await startChild(SERVER_CHILD, args, { execArgv: ["--expose-gc", ...execArgv], env, name: `${kind} server` });
     return Object.assign(child, { kind, usage: (body) => child.request("usage", body) });
   }
 

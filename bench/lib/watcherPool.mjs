@@ -1,5 +1,5 @@
 /**
- * The watchers of the fanout, memory, firehose and cluster sections, spread over `processes`
+ * The watchers of the fanout, memory, firehose, cluster and scale sections, spread over `processes`
  * child processes (bench/watcherChild.mjs), each with its share of the
  * `channels` connections: one process alone saturates its event loop below
  * the 50,000 messages/s of W=5,000 at 10 pushes/s. The same pool serves every

@@ -16,29 +16,36 @@ import { watchSetup } from "../lib/watchSetup.mjs";
  * RSS per idle watcher of our server child, and its split: the V8 young
  * generation (which V8 grows with the allocation rate while the watches open,
  * and which holds no watcher), the rest of the RSS, and the V8 heap in use.
+ * `open(W)` opens the watches (also the scale section's, around its fanout
+ * trial's open); returns the figures and what open returned.
  */
+export async function idleMemory(ctx, server, open, W) {
+  const before = await server.usage({ gc: true });
+  const opened = await open(W);
+  await sleep(ctx.cfg.idleMs);
+  const idle = await server.usage({ gc: true });
+  const perWatcher = (field) => (idle.mem[field] - before.mem[field]) / W;
+  const youngPhysical = (u) => (u.spaces.new_space?.physical ?? 0) + (u.spaces.new_large_object_space?.physical ?? 0);
+  const figures = {
+    rss_per_watcher: perWatcher("rss"),
+    rss_without_young_per_watcher: (idle.mem.rss - youngPhysical(idle) - (before.mem.rss - youngPhysical(before))) / W,
+    young_per_watcher: (youngPhysical(idle) - youngPhysical(before)) / W,
+    heap_used_per_watcher: perWatcher("heapUsed"),
+    heap_total_per_watcher: perWatcher("heapTotal"),
+    external_per_watcher: perWatcher("external"),
+    spaces_per_watcher: Object.fromEntries(
+      Object.keys(idle.spaces).map((name) => [name, Math.round((idle.spaces[name].size - (before.spaces[name]?.size ?? 0)) / W)]),
+    ),
+    rss_before: before.mem.rss,
+    rss_idle: idle.mem.rss,
+  };
+  return { figures, opened };
+}
+
 async function memoryTrial(ctx, kind, W, run) {
   const { server, open, close } = await watchSetup(ctx, kind, W, run);
   try {
-    const before = await server.usage({ gc: true });
-    await open(W);
-    await sleep(ctx.cfg.idleMs);
-    const idle = await server.usage({ gc: true });
-    const perWatcher = (field) => (idle.mem[field] - before.mem[field]) / W;
-    const youngPhysical = (u) => (u.spaces.new_space?.physical ?? 0) + (u.spaces.new_large_object_space?.physical ?? 0);
-    return {
-      rss_per_watcher: perWatcher("rss"),
-      rss_without_young_per_watcher: (idle.mem.rss - youngPhysical(idle) - (before.mem.rss - youngPhysical(before))) / W,
-      young_per_watcher: (youngPhysical(idle) - youngPhysical(before)) / W,
-      heap_used_per_watcher: perWatcher("heapUsed"),
-      heap_total_per_watcher: perWatcher("heapTotal"),
-      external_per_watcher: perWatcher("external"),
-      spaces_per_watcher: Object.fromEntries(
-        Object.keys(idle.spaces).map((name) => [name, Math.round((idle.spaces[name].size - (before.spaces[name]?.size ?? 0)) / W)]),
-      ),
-      rss_before: before.mem.rss,
-      rss_idle: idle.mem.rss,
-    };
+    return (await idleMemory(ctx, server, open, W)).figures;
   } finally {
     await close();
   }
