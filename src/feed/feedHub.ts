@@ -16,7 +16,7 @@
  * positions, one batch at a time (bounded memory), and joins the tailers
  * once it has reached them.
  */
-import { type Delivery, type DeliveryStatus, InvalidInput, type RecordedEvent, ResumeTokenExpired } from "../domain/index.js";
+import { type Delivery, type DeliveryStatus, InvalidInput, type RecordedEvent, ResumeTokenExpired, StoreUnavailable } from "../domain/index.js";
 import type { Logger } from "../logger.js";
 import type { EventStore, FeedChange, FeedEntry } from "../store/eventStore.js";
 import type { UpdateSource } from "../watch/updateSource.js";
@@ -93,9 +93,21 @@ interface Watcher {
   shown: Map<string, number> | undefined;
   lastSentAt: number;
   replayRunning: boolean;
+  /**
+   * What a replay read but did not send because the client stopped reading:
+   * the rest of one batch of one partition (bounded), sent first on 'drain'
+   * so that a client reading in small steps costs no read per step.
+   */
+  held: { readonly partition: number; readonly entries: readonly FeedEntry[]; readonly records: readonly (RecordedEvent | undefined)[] } | undefined;
+  /** A replay that found the store unavailable is tried again after this (doubling), not ended. */
+  retryDelayMs: number;
+  retryTimer: NodeJS.Timeout | undefined;
   /** Resolved on the next 'drain' (a snapshot waiting for a slow client). */
   drainWaiter: (() => void) | undefined;
 }
+
+const RETRY_FIRST_MS = 100;
+const RETRY_MAX_MS = 2_000;
 
 /** Whether a watcher's token would be the one already encoded (no string building per watcher). */
 function samePosition(a: { positions: readonly string[]; atEnd: readonly boolean[] }, w: Watcher): boolean {
@@ -243,16 +255,26 @@ export function createFeedHub({
         if (w.phase === "ended" || w.phase === "paused") return;
         let sentAll = true;
         for (let p = 0; p < partitions && sentAll; p++) {
-          while (isAfter(tail[p]!, w.positions[p]!) && sentAll) {
-            // Behind by more than the feed keeps: entries after the position may be gone. Never skip silently.
-            if (!w.atEnd[p] && Number(w.positions[p]!.split("-")[0]) < now() - store.feed.retentionMs) {
-              throw new ResumeTokenExpired(store.feed.retentionMs, "this watch fell further behind than the change feed keeps; watch again with include_snapshot");
+          while (sentAll) {
+            let entries: readonly FeedEntry[];
+            let records: readonly (RecordedEvent | undefined)[];
+            const held = w.held;
+            if (held && held.partition === p) {
+              // The rest of a batch the client stopped reading: no read.
+              ({ entries, records } = held);
+              w.held = undefined;
+            } else {
+              if (!isAfter(tail[p]!, w.positions[p]!)) break;
+              // Behind by more than the feed keeps: entries after the position may be gone. Never skip silently.
+              if (!w.atEnd[p] && Number(w.positions[p]!.split("-")[0]) < now() - store.feed.retentionMs) {
+                throw new ResumeTokenExpired(store.feed.retentionMs, "this watch fell further behind than the change feed keeps; watch again with include_snapshot");
+              }
+              entries = await store.feed.read(p, w.positions[p]!, batch);
+              if ((w.phase as Phase) === "ended") return;
+              if (entries.length === 0) break;
+              records = await recordsOf(entries);
+              if ((w.phase as Phase) === "ended") return;
             }
-            const entries = await store.feed.read(p, w.positions[p]!, batch);
-            if ((w.phase as Phase) === "ended") return;
-            if (entries.length === 0) break;
-            const records = await recordsOf(entries);
-            if ((w.phase as Phase) === "ended") return;
             for (let i = 0; i < entries.length; i++) {
               const entry = entries[i]!;
               const record = records[i];
@@ -261,6 +283,8 @@ export function createFeedHub({
               const shownVersion = w.shown?.get(entry.deliveryId);
               if (!record || !matches(w, entry) || (shownVersion !== undefined && entry.version <= shownVersion)) continue;
               if (!send(w, encoder.encode({ kind: "change", record, previous: entry.before }, w.caughtUp ? tokenOf(w) : ""))) {
+                // Sent, and the client's buffer is full: hold the rest of the batch until 'drain'.
+                if (i + 1 < entries.length) w.held = { partition: p, entries: entries.slice(i + 1), records: records.slice(i + 1) };
                 sentAll = false;
                 break;
               }
@@ -278,6 +302,7 @@ export function createFeedHub({
           w.atEnd[p] = tailAtEnd[p]! && w.positions[p] === tail[p];
         }
         w.phase = "live";
+        w.retryDelayMs = RETRY_FIRST_MS;
         if (!w.caughtUp) {
           w.caughtUp = true;
           w.shown = undefined;
@@ -286,6 +311,11 @@ export function createFeedHub({
         return;
       }
     } catch (error) {
+      // Redis away: the stream stays open and the replay goes on from its positions once Redis is back.
+      if (error instanceof StoreUnavailable && !closed && w.phase !== "ended") {
+        retryLater(w);
+        return;
+      }
       end(w);
       w.stream.fail(error);
     } finally {
@@ -293,8 +323,22 @@ export function createFeedHub({
     }
   }
 
+  function retryLater(w: Watcher): void {
+    if (w.retryTimer !== undefined) return;
+    const delayMs = w.retryDelayMs;
+    w.retryDelayMs = Math.min(delayMs * 2, RETRY_MAX_MS);
+    w.retryTimer = setTimeout(() => {
+      w.retryTimer = undefined;
+      if (w.phase === "replaying") void replay(w);
+    }, delayMs);
+    w.retryTimer.unref();
+  }
+
   function end(w: Watcher): void {
     w.phase = "ended";
+    w.held = undefined;
+    clearTimeout(w.retryTimer);
+    w.retryTimer = undefined;
     watchers.delete(w);
   }
 
@@ -354,6 +398,9 @@ export function createFeedHub({
         shown: undefined,
         lastSentAt: now(),
         replayRunning: false,
+        held: undefined,
+        retryDelayMs: RETRY_FIRST_MS,
+        retryTimer: undefined,
         drainWaiter: undefined,
       };
       watchers.add(w);
