@@ -204,11 +204,21 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     observer: { liveUpdate: () => metrics.pubsubMessages.inc(), repairedFromLog: (events) => metrics.gapsRepaired.inc(events) },
     ...(options.safetyNetIntervalMs ? { safetyNetIntervalMs: options.safetyNetIntervalMs } : {}),
   });
+  const feedHub = createFeedHub({
+    store: backend.store,
+    source: backend.source,
+    encoder: feedEncoder,
+    logger,
+    checkpointMs: config.watchCheckpointMs,
+    ...(options.now ? { now: options.now } : {}),
+    ...(options.safetyNetIntervalMs ? { safetyNetIntervalMs: options.safetyNetIntervalMs } : {}),
+  });
   const app = createDeliveryApp({
     store: backend.store,
-    onAppended: (record) => {
+    onAppended: (record, change) => {
       metrics.eventsAppended.inc({ type: record.event.data.type });
       hub.appended(record);
+      feedHub.appended(change);
     },
     ...(options.now ? { now: options.now } : {}),
   });
@@ -231,15 +241,6 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const streams = createStreamRegistry(logger);
   const limitWatchers = createWatcherLimit(config.maxWatchers, logger);
   const watchDelivery = limitWatchers(createWatchHandler({ hub, logger, registry: streams }));
-  const feedHub = createFeedHub({
-    store: backend.store,
-    source: backend.source,
-    encoder: feedEncoder,
-    logger,
-    checkpointMs: config.watchCheckpointMs,
-    ...(options.now ? { now: options.now } : {}),
-    ...(options.safetyNetIntervalMs ? { safetyNetIntervalMs: options.safetyNetIntervalMs } : {}),
-  });
   metrics.watchersFrom(() => hub.watcherCount + feedHub.watcherCount);
   const watchDeliveries = limitWatchers(createWatchDeliveriesHandler({ hub: feedHub, logger, registry: streams }));
   const implementation = createDeliveryService({ app, logger, watchDelivery, watchDeliveries });

@@ -12,7 +12,7 @@ import {
   VersionConflict,
   VersionNotFound,
 } from "../domain/index.js";
-import type { DeliveryPage, EventStore, ListQuery, PriorRequest } from "../store/eventStore.js";
+import type { DeliveryPage, EventStore, FeedChange, ListQuery, PriorRequest } from "../store/eventStore.js";
 import { nameBasedUuid } from "./nameBasedUuid.js";
 
 export interface CommandOptions {
@@ -30,7 +30,8 @@ export interface DeliveryAppDeps {
   /** How long optimistic retries may go on under contention before VersionConflict. */
   readonly contentionBudgetMs?: number;
   /** Called once per newly appended event (not for replayed retries). */
-  readonly onAppended?: (record: RecordedEvent) => void;
+  /** After each append, with the feed entry it added. */
+  readonly onAppended?: (record: RecordedEvent, change: FeedChange) => void;
 }
 
 export interface DeliveryApp {
@@ -87,7 +88,7 @@ export function createDeliveryApp({ store, now = Date.now, contentionBudgetMs = 
         // Without a client request_id the store still dedupes a resent append (lost reply) with a private key.
         const result = await store.append({ record, expectedVersion: state.version, previousStatus: state.status, fingerprint });
         if (result.outcome === "appended") {
-          onAppended?.(record);
+          onAppended?.(record, result.change);
           return record;
         }
         if (result.outcome === "duplicate") return replay(deliveryId, requestId ?? "", result.prior, fingerprint);

@@ -73,6 +73,11 @@ export interface FeedHub {
   /** Validates, then starts; rejects (InvalidInput, ResumeTokenExpired, StoreUnavailable) before anything is sent. */
   watch(request: FeedWatchRequest, stream: FeedStream): Promise<FeedHandle>;
   readonly watcherCount: number;
+  /**
+   * A change this process appended (the store acknowledged it): handed out as
+   * its partition's message would be, without waiting for it.
+   */
+  appended(change: FeedChange): void;
   /** Sends due checkpoints now (the timer calls this; tests with a fake clock too). */
   tick(): void;
   close(): Promise<void>;
@@ -368,6 +373,10 @@ export function createFeedHub({
   return {
     get watcherCount() {
       return watchers.size;
+    },
+    appended(change) {
+      // Before the first watch nothing is tailed; a message (or read) after this one is dropped as a repeat.
+      if (partitions > 0) announced(change.entry.partition, change);
     },
     tick,
 

@@ -34,7 +34,8 @@ export interface AppendInput {
 }
 
 export type AppendResult =
-  | { readonly outcome: "appended" }
+  /** `change`: the feed entry the append added, as its partition's message announces it. */
+  | { readonly outcome: "appended"; readonly change: FeedChange }
   | { readonly outcome: "conflict"; readonly currentVersion: number }
   | { readonly outcome: "duplicate"; readonly prior: PriorRequest };
 

@@ -47,7 +47,11 @@ export async function appendAll(store: EventStore, records: readonly RecordedEve
     const version = record.event.version;
     if (version === 1) previous = "NONE";
     const result = await store.append({ record, expectedVersion: version - 1, previousStatus: previous, fingerprint: fingerprintOf(version) });
-    expect(result, `append of ${record.event.deliveryId} v${version}`).toEqual({ outcome: "appended" });
+    expect(result.outcome, `append of ${record.event.deliveryId} v${version}`).toBe("appended");
+    if (result.outcome === "appended") {
+      expect(result.change.record).toEqual(record);
+      expect(result.change.entry).toMatchObject({ deliveryId: record.event.deliveryId, version, before: previous, after: record.delivery.status });
+    }
     previous = record.delivery.status;
   }
 }
@@ -105,6 +109,23 @@ export function eventStoreContract(name: string, makeStore: (options?: StoreOpti
         const { state, prior } = await store.load("d1");
         expect(state).toEqual(records[3]!.delivery);
         expect(prior).toBeUndefined();
+      });
+
+      it("tells each append's feed entry and the one before it, as the feed holds them", async () => {
+        const changes = [];
+        for (const [id, budget] of [["f1", 1], ["f2", 2], ["f1", 3]] as const) {
+          const { state } = await store.load(id);
+          const record = state.status === "NONE" ? recordsOf(id, [cmd.create(budget)])[0]! : recordOn(id, state, cmd.increaseBudget(budget));
+          const result = await store.append({ record, expectedVersion: state.version, previousStatus: state.status, fingerprint: "fp" });
+          if (result.outcome !== "appended") throw new Error(result.outcome);
+          changes.push(result.change);
+        }
+        for (const { previous, entry } of changes) {
+          const all = await store.feed.read(entry.partition, "0-0", 10_000);
+          const at = all.findIndex((e) => e.id === entry.id);
+          expect(all[at]).toEqual(entry);
+          expect(previous).toBe(all[at - 1]?.id ?? "0-0");
+        }
       });
 
       it("keeps each delivery apart", async () => {

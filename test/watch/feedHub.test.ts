@@ -94,7 +94,7 @@ async function setup() {
     const entries = await inner.feed.read(0, "0-0", 10_000);
     return { previous: entries.at(-2)?.id ?? "0-0", entry: entries.at(-1)!, record };
   };
-  return { stream, append, announce: (change?: FeedChange) => announce(0, change), reads: () => ({ feed: feedReads, log: logReads }) };
+  return { hub: hub!, stream, append, announce: (change?: FeedChange) => announce(0, change), reads: () => ({ feed: feedReads, log: logReads }) };
 }
 
 describe("the WatchDeliveries tailer", () => {
@@ -124,6 +124,17 @@ describe("the WatchDeliveries tailer", () => {
     expect(s.reads()).toEqual(afterGap);
 
     expect(s.stream.received.slice(1)).toEqual(["a@1", "a@2", "b@1"].map((change) => ({ kind: "change", change })));
+  });
+
+  it("hands out a change this process appended at once, and drops the partition's message of it that follows", async () => {
+    const s = await setup();
+    const before = s.reads();
+    const change = await s.append("a", true);
+    s.hub.appended(change);
+    expect(s.stream.received.slice(1)).toEqual([{ kind: "change", change: "a@1" }]);
+    s.announce(change);
+    expect(s.stream.received).toHaveLength(2);
+    expect(s.reads()).toEqual(before);
   });
 
   it("reads the feed on a bare wake-up (a message without the entry)", async () => {

@@ -48,11 +48,14 @@ export function createMemoryEventStore({
     const ms = Math.max(now(), last.ms);
     last = { ms, seq: ms === last.ms ? last.seq + 1 : 0 };
     const { deliveryId, version } = record.event;
-    feed.push({ partition: 0, id: `${ms}-${last.seq}`, deliveryId, version, before, after: record.delivery.status });
+    const entry: FeedEntry = { partition: 0, id: `${ms}-${last.seq}`, deliveryId, version, before, after: record.delivery.status };
+    const previous = feed.at(-1)?.id ?? "0-0";
+    feed.push(entry);
     const cut = now() - feedRetentionMs;
     let trimmed = 0;
     while (trimmed < feed.length && Number(feed[trimmed]!.id.split("-")[0]) < cut) trimmed++;
     if (trimmed > 0) feed.splice(0, trimmed);
+    return { previous, entry, record };
   };
   const after = (id: string, position: string) => {
     const [a, b] = id.split("-").map(Number) as [number, number];
@@ -108,9 +111,9 @@ export function createMemoryEventStore({
       }
       stored.log.push(record);
       if (requestId) stored.requests.set(requestId, { version: record.event.version, fingerprint });
-      addToFeed(record, previousStatus);
+      const change = addToFeed(record, previousStatus);
       onAppended?.(record);
-      return { outcome: "appended" };
+      return { outcome: "appended", change };
     },
 
     async readAt(deliveryId, version) {

@@ -209,7 +209,7 @@ export function createRedisEventStore({
       const due = retainFinishedForMs !== undefined && isTerminal(delivery.status) ? String(event.occurredAtMs + retainFinishedForMs) : "";
       // Without a client request_id, a private key still makes a resent append (lost reply) a duplicate.
       const field = event.requestId ? requestField(event.requestId, true) : requestField(randomBytes(6).toString("base64url"), false);
-      const [outcome, value] = (await callRedis(() =>
+      const [outcome, value, feedId, previousFeedId] = (await callRedis(() =>
         runScript(
           "appendEvent",
           [d.log, d.requests, d.feed, d.index(before as IndexedStatus), d.index(delivery.status as IndexedStatus), d.expiry],
@@ -231,12 +231,14 @@ export function createRedisEventStore({
             d.partitionChannel,
           ],
         ),
-      )) as [string, string];
+      )) as [string, string, string?, string?];
       switch (outcome) {
-        case "appended":
+        case "appended": {
           // Acknowledged only once enough replicas have it; if they do not, the client retries with its request_id.
           if (waitForReplicas) await callRedis(() => waitForReplicas(d.log));
-          return { outcome };
+          const entry = { partition: d.partition, id: feedId!, deliveryId: event.deliveryId, version: event.version, before: previousStatus, after: delivery.status };
+          return { outcome, change: { previous: previousFeedId!, entry, record } };
+        }
         case "conflict":
           return { outcome, currentVersion: Number(value) };
         case "duplicate":

@@ -29,7 +29,7 @@ ARGV[13] the delivery's channel, ARGV[14] its payload (WatchDeliveryResponse byt
 ARGV[15] the partition's channel: "<entry before> <entry> <id> <version> <statuses> <payload>"
 
 Replies:
-  {"appended", version, feed entry id}
+  {"appended", version, feed entry id, the feed entry before it}
   {"conflict", currentVersion}          stored version differs from ARGV[1]
   {"duplicate", "<version>:<fp>"}       request field already recorded: nothing written
 ]]
@@ -75,4 +75,4 @@ local feedId = redis.call('XADD', KEYS[3], 'MINID', minId, ms .. '-*',
 redis.call('SPUBLISH', ARGV[13], ARGV[14])
 -- The partition's message: the entry before, the entry, then the update itself (see codec.ts).
 redis.call('SPUBLISH', ARGV[15], previousId .. ' ' .. feedId .. ' ' .. ARGV[5] .. ' ' .. version .. ' ' .. ARGV[7] .. ARGV[8] .. ' ' .. ARGV[14])
-return {'appended', version, feedId}
+return {'appended', version, feedId, previousId}
