@@ -36,11 +36,12 @@ export function filterNumbers(statuses: readonly DeliveryStatus[]): number[] {
 /*
  * The bytes (base64url): the format version (2); the filter as a bit per
  * status number; the issue time; the partition count; per partition its
- * position as the difference of its time to the issue time (zigzag) and
+ * position as its time (see below) and
  * its sequence; then a bit per partition, set where it was at the end. All
  * numbers are unsigned LEB128 varints below 2^53. About 70 bytes for 16
  * partitions, instead of a JSON list of positions: it goes out with every
- * message.
+ * message. A position's time is 0 for an empty partition, else 1 + the
+ * zigzag of its difference to the issue time.
  */
 
 function putVarint(out: number[], value: number): void {
@@ -64,7 +65,9 @@ export function encodeResumeToken(statuses: readonly DeliveryStatus[], at: FeedP
   putVarint(out, at.positions.length);
   for (const position of at.positions) {
     const dash = position.indexOf("-");
-    putVarint(out, zigzag(Number(position.slice(0, dash)) - at.issuedAtMs));
+    const ms = Number(position.slice(0, dash));
+    // 0 for an empty partition's "0-0"; else 1 + how far from the issue time.
+    putVarint(out, ms === 0 ? 0 : zigzag(ms - at.issuedAtMs) + 1);
     putVarint(out, Number(position.slice(dash + 1)));
   }
   const ends = new Array<number>(Math.ceil(at.atEnd.length / 8)).fill(0);
@@ -114,7 +117,8 @@ function parseToken(token: string, partitions: number): { filter: number; positi
     if (count !== partitions || count > MAX_PARTITIONS) return undefined;
     const positions: string[] = [];
     for (let i = 0; i < count; i++) {
-      const ms = issuedAtMs + unzigzag(r.varint());
+      const code = r.varint();
+      const ms = code === 0 ? 0 : issuedAtMs + unzigzag(code - 1);
       const seq = r.varint();
       const position = `${ms}-${seq}`;
       if (!POSITION.test(position)) return undefined;

@@ -39,8 +39,11 @@ describe("resume tokens", () => {
     expect(decodeResumeToken(encodeResumeToken([], at), [], 2, RETENTION, NOW)).toEqual(at);
   });
 
-  it("are small: under 100 characters for 16 partitions", () => {
+  it("are small: under 100 characters for 16 partitions, about 2 bytes for an empty one", () => {
     expect(encodeResumeToken([], sixteen()).length).toBeLessThan(100);
+    const empty: FeedPosition = { positions: Array.from({ length: 16 }, () => "0-0"), atEnd: Array.from({ length: 16 }, () => true), issuedAtMs: NOW };
+    expect(encodeResumeToken([], empty).length).toBeLessThan(60);
+    expect(decodeResumeToken(encodeResumeToken([], empty), [], 16, RETENTION, NOW)).toEqual(empty);
   });
 
   it("are refused when another filter, another partition count, or altered", () => {
