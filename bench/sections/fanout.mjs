@@ -208,7 +208,8 @@ function targets(piece) {
   });
 }
 
-const ROWS = [
+/** The rows of a fanout trial's figures (the firehose and scale sections add their own). */
+export const FANOUT_ROWS = [
   ["delivered_per_s", "delivered msg/s (closed loop)"],
   ["p50_ms", "p50 ms (10 cmd/s)"],
   ["p99_ms", "p99 ms (10 cmd/s)"],
@@ -230,7 +231,7 @@ const PEER_ROWS = [
 function rows(piece, targetList) {
   const out = [];
   for (const [w, f] of Object.entries(piece ?? {})) {
-    for (const [key, label] of ROWS) {
+    for (const [key, label] of FANOUT_ROWS) {
       const name = key === "delivered_per_s" ? `fanout ${w} delivered/s` : key === "p99_ms" ? `fanout ${w} p99` : "";
       out.push([`fanout ${w} ${label}`, trio(f.detail[`baseline_${key}`]), trio(f.detail[key]), ratioText(f[key], f[`baseline_${key}`]), metText(targetList, name)]);
     }

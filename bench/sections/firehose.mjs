@@ -44,7 +44,7 @@ import { startPrivateService } from "../lib/privateService.mjs";
 import { fmt, metText, ratioTarget, ratioText, trio, trioOf } from "../lib/report.mjs";
 import { nowNs, round, spread } from "../lib/stats.mjs";
 import { startTogether, watchSetup } from "../lib/watchSetup.mjs";
-import { fanoutTrial, summariseTrials } from "./fanout.mjs";
+import { FANOUT_ROWS, fanoutTrial, summariseTrials } from "./fanout.mjs";
 
 const SNAPSHOT_TARGET_MS = 1_000;
 
@@ -259,16 +259,7 @@ function targets(piece) {
   ].filter(Boolean);
 }
 
-const ROWS = [
-  ["delivered_per_s", "delivered msg/s (closed loop)"],
-  ["p50_ms", "p50 ms (10 cmd/s)"],
-  ["p99_ms", "p99 ms (10 cmd/s)"],
-  ["max_ms", "max ms (10 cmd/s)"],
-  ["from_send_p99_ms", "p99 ms from send (10 cmd/s)"],
-  ["command_ack_p50_ms", "command ack p50 ms (10 cmd/s)"],
-  ["closed_loop_p99_ms", "p99 ms (closed loop)"],
-  ["message_bytes", "message bytes"],
-];
+const ROWS = [...FANOUT_ROWS, ["message_bytes", "message bytes"]];
 
 function rows(piece, targetList) {
   const out = [];

@@ -16,7 +16,7 @@ import { limitedBy, medianUtil } from "../lib/measure.mjs";
 import { fmt, ratioText, trio, trioOf } from "../lib/report.mjs";
 import { round, spread } from "../lib/stats.mjs";
 import { watchSetup } from "../lib/watchSetup.mjs";
-import { fanoutTrial, summariseTrials } from "./fanout.mjs";
+import { FANOUT_ROWS, fanoutTrial, summariseTrials } from "./fanout.mjs";
 import { idleMemory } from "./memory.mjs";
 
 /** The memory figures kept, by JSON key (prefixed like the fanout's). */
@@ -88,13 +88,8 @@ async function run(ctx) {
 }
 
 const ROWS = [
-  ["delivered_per_s", "delivered msg/s (closed loop)"],
-  ["p50_ms", "p50 ms (10 cmd/s)"],
-  ["p99_ms", "p99 ms (10 cmd/s)"],
-  ["max_ms", "max ms (10 cmd/s)"],
-  ["from_send_p99_ms", "p99 ms from send (10 cmd/s)"],
+  ...FANOUT_ROWS,
   ["cadence_delivered_per_s", "delivered msg/s (10 cmd/s)"],
-  ["command_ack_p50_ms", "command ack p50 ms (10 cmd/s)"],
   ["rss_bytes_per_watcher", "RSS bytes/idle watcher"],
   ["rss_without_young_generation_bytes_per_watcher", "  without the V8 young generation"],
 ];
