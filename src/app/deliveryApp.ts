@@ -7,6 +7,7 @@ import {
   DeliveryNotFound,
   DomainError,
   evolve,
+  isTerminal,
   type RecordedEvent,
   RequestIdReused,
   VersionConflict,
@@ -29,9 +30,35 @@ export interface DeliveryAppDeps {
   readonly now?: () => number;
   /** How long optimistic retries may go on under contention before VersionConflict. */
   readonly contentionBudgetMs?: number;
-  /** Called once per newly appended event (not for replayed retries). */
-  /** After each append, with the feed entry it added. */
+  /** Called once per newly appended event (not for replayed retries), with the feed entry it added. */
   readonly onAppended?: (record: RecordedEvent, change: FeedChange) => void;
+  /** How many states of deliveries this process last changed it keeps to decide on (0: none). */
+  readonly recentStates?: number;
+}
+
+/**
+ * The states this process last appended, newest last (a Map keeps insertion
+ * order): a command on one of them is decided without reading the store
+ * first. Never trusted for an answer: an append on a state that another
+ * replica has moved past meets a conflict (the store checks the version), and
+ * a refusal decided on it is decided again on the stored state. Only
+ * unfinished deliveries: retention may delete a finished one.
+ */
+class RecentStates {
+  private readonly states = new Map<string, Delivery>();
+  constructor(private readonly capacity: number) {}
+  get(id: string): Delivery | undefined {
+    return this.states.get(id);
+  }
+  remember(delivery: Delivery): void {
+    this.states.delete(delivery.id);
+    if (this.capacity === 0 || isTerminal(delivery.status)) return;
+    this.states.set(delivery.id, delivery);
+    if (this.states.size > this.capacity) this.states.delete(this.states.keys().next().value!);
+  }
+  forget(id: string): void {
+    this.states.delete(id);
+  }
 }
 
 export interface DeliveryApp {
@@ -55,9 +82,11 @@ function fingerprintOf(command: DeliveryCommand, actor: string): string {
 
 /**
  * The application service: load, decide, evolve, append, with optimistic
- * concurrency and request idempotency. Stateless; any number of replicas.
+ * concurrency and request idempotency. Any number of replicas: what one
+ * remembers of its own appends (RecentStates) only spares it a read.
  */
-export function createDeliveryApp({ store, now = Date.now, contentionBudgetMs = 5_000, onAppended }: DeliveryAppDeps): DeliveryApp {
+export function createDeliveryApp({ store, now = Date.now, contentionBudgetMs = 5_000, onAppended, recentStates = 10_000 }: DeliveryAppDeps): DeliveryApp {
+  const recent = new RecentStates(recentStates);
   async function replay(deliveryId: string, requestId: string, prior: PriorRequest, fingerprint: string) {
     if (prior.fingerprint !== fingerprint) throw new RequestIdReused(deliveryId, requestId);
     const record = await store.readAt(deliveryId, prior.version);
@@ -73,7 +102,9 @@ export function createDeliveryApp({ store, now = Date.now, contentionBudgetMs = 
       // The deadline runs on a monotonic clock, independent of the (injectable) event clock.
       const deadline = performance.now() + contentionBudgetMs;
       for (let attempt = 0; ; attempt++) {
-        const { state, prior } = await store.load(deliveryId, requestId || undefined);
+        // A client's expected version is checked against the stored state, never a remembered one.
+        const remembered = attempt === 0 && expectedVersion === undefined ? recent.get(deliveryId) : undefined;
+        const { state, prior } = remembered ? { state: remembered, prior: undefined } : await store.load(deliveryId, requestId || undefined);
         if (prior) return replay(deliveryId, requestId!, prior, fingerprint);
         // An unknown delivery is NOT_FOUND whatever version the caller expected.
         if (state.status === "NONE" && command.type !== "CreateDelivery") throw new DeliveryNotFound(deliveryId);
@@ -81,17 +112,25 @@ export function createDeliveryApp({ store, now = Date.now, contentionBudgetMs = 
           throw new VersionConflict(deliveryId, state.version, expectedVersion);
         }
         const decided = decide(deliveryId, command, state);
-        if (decided instanceof DomainError) throw decided;
+        if (decided instanceof DomainError) {
+          // Refused on a remembered state: decided again on the stored one (and its request ids).
+          if (remembered) continue;
+          throw decided;
+        }
         const version = state.version + 1;
         const event = { deliveryId, version, occurredAtMs: now(), requestId: requestId ?? "", actor, data: decided };
         const record = { event, delivery: evolve(state, event) };
         // Without a client request_id the store still dedupes a resent append (lost reply) with a private key.
         const result = await store.append({ record, expectedVersion: state.version, previousStatus: state.status, fingerprint });
         if (result.outcome === "appended") {
+          recent.remember(record.delivery);
           onAppended?.(record, result.change);
           return record;
         }
         if (result.outcome === "duplicate") return replay(deliveryId, requestId ?? "", result.prior, fingerprint);
+        recent.forget(deliveryId);
+        // A remembered state another replica moved past: not contention, read the stored one at once.
+        if (remembered) continue;
         if (expectedVersion !== undefined || performance.now() >= deadline) {
           throw new VersionConflict(deliveryId, result.currentVersion, expectedVersion);
         }

@@ -97,6 +97,84 @@ describe.each(FACTORIES)("delivery app on the $name store", (factory) => {
 
   const logOf = (id: string) => store.readAfter(id, 0, 1000);
 
+  describe("states remembered from its own appends, two replicas on one store", () => {
+    let loads = 0;
+    const counted = (): EventStore => ({
+      ...store,
+      load(id, requestId) {
+        loads++;
+        return store.load(id, requestId);
+      },
+    });
+    beforeEach(() => {
+      loads = 0;
+    });
+
+    it("decides a command on the state it last appended without reading the store, and reads it with recentStates 0", async () => {
+      const a = createDeliveryApp({ store: counted(), now: tickingClock() });
+      await a.execute("r1", cmd.create(100));
+      for (let i = 0; i < 3; i++) await a.execute("r1", cmd.increaseBudget(1));
+      expect(loads).toBe(1);
+      expect((await a.get("r1")).budgetMinor).toBe(103);
+
+      loads = 0;
+      const reading = createDeliveryApp({ store: counted(), now: tickingClock(), recentStates: 0 });
+      await reading.execute("r0", cmd.create(100));
+      await reading.execute("r0", cmd.increaseBudget(1));
+      expect(loads).toBe(2);
+    });
+
+    it("appends after a change another replica made since: the conflict sends it to the stored state", async () => {
+      const a = createDeliveryApp({ store, now: tickingClock() });
+      const b = createDeliveryApp({ store, now: tickingClock() });
+      await a.execute("r2", cmd.create(100));
+      await b.execute("r2", cmd.increaseBudget(10));
+      const third = await a.execute("r2", cmd.increaseBudget(1));
+      expect(third.event.version).toBe(3);
+      expect(third.delivery.budgetMinor).toBe(111);
+      expect((await logOf("r2")).map((r) => r.event.version)).toEqual([1, 2, 3]);
+    });
+
+    it("decides a refusal again on the stored state: what another replica did makes it allowed", async () => {
+      const a = createDeliveryApp({ store, now: tickingClock() });
+      const b = createDeliveryApp({ store, now: tickingClock() });
+      await a.execute("r3", cmd.create(10_000));
+      await b.execute("r3", cmd.start());
+      // On the remembered READY state a pickup is refused; on the stored ACTIVE one it is recorded.
+      const picked = await a.execute("r3", cmd.pickup(100, 2));
+      expect(picked.delivery.status).toBe("COLLECTED");
+      expect(picked.event.version).toBe(3);
+    });
+
+    it("answers a retry of a request another replica recorded with its first record", async () => {
+      const a = createDeliveryApp({ store, now: tickingClock() });
+      const b = createDeliveryApp({ store, now: tickingClock() });
+      await a.execute("r4", cmd.create(100));
+      const first = await b.execute("r4", cmd.increaseBudget(5), { requestId: "inc-r4" });
+      const retry = await a.execute("r4", cmd.increaseBudget(5), { requestId: "inc-r4" });
+      expect(retry).toEqual(first);
+      expect(await logOf("r4")).toHaveLength(2);
+    });
+
+    it("checks a client's expected version against the stored state, not a remembered one", async () => {
+      const a = createDeliveryApp({ store, now: tickingClock() });
+      const b = createDeliveryApp({ store, now: tickingClock() });
+      await a.execute("r5", cmd.create(100));
+      await b.execute("r5", cmd.increaseBudget(1));
+      expect(await rejection(a.execute("r5", cmd.increaseBudget(1), { expectedVersion: 1 }))).toBeInstanceOf(VersionConflict);
+      expect((await a.execute("r5", cmd.increaseBudget(1), { expectedVersion: 2 })).event.version).toBe(3);
+    });
+
+    it("does not remember a finished delivery: a refusal on it comes from the stored state", async () => {
+      const a = createDeliveryApp({ store: counted(), now: tickingClock() });
+      await a.execute("r6", cmd.create(100));
+      await a.execute("r6", cmd.cancel("no"));
+      loads = 0;
+      expect(await rejection(a.execute("r6", cmd.start()))).toBeInstanceOf(InvalidTransition);
+      expect(loads).toBe(1);
+    });
+  });
+
   describe("idempotency by request id", () => {
     it("answers a retried create with the first record and writes nothing new", async () => {
       const id = app.newDeliveryId("create-1");
