@@ -77,7 +77,7 @@ async function createBackend({ config, logger, keyPrefix, now }: ServerOptions, 
     logger.warn({}, "no Redis is configured: using the in-memory store (one replica only, nothing is kept after exit)");
     const source = createMemoryUpdateSource();
     return {
-      store: createMemoryEventStore({ onAppended: (record) => source.publish(record), feedRetentionMs: config.feedRetentionMs, ...retention }),
+      store: createMemoryEventStore({ onAppended: (record, change) => source.publish(record, change), feedRetentionMs: config.feedRetentionMs, ...retention }),
       source,
       onAvailability: () => {},
       close: async () => {},

@@ -375,8 +375,8 @@ export function createFeedHub({
       return watchers.size;
     },
     appended(change) {
-      // Before the first watch nothing is tailed; a message (or read) after this one is dropped as a repeat.
-      if (partitions > 0) announced(change.entry.partition, change);
+      // The partition's message of this entry, when it comes, is dropped as already handed out.
+      announced(change.entry.partition, change);
     },
     tick,
 

@@ -29,19 +29,21 @@ export interface FeedPosition {
 const POSITION = /^(0|[1-9]\d{0,14})-(0|[1-9]\d{0,14})$/;
 const MAX_PARTITIONS = 1024;
 
-export function filterNumbers(statuses: readonly DeliveryStatus[]): number[] {
-  return [...new Set(statuses.map((s) => STATUS_NUMBERS[s]))].sort((a, b) => a - b);
+/** The filter as a bit per status number: order and repeats do not matter. */
+function filterBits(statuses: readonly DeliveryStatus[]): number {
+  let bits = 0;
+  for (const s of statuses) bits |= 1 << STATUS_NUMBERS[s];
+  return bits;
 }
 
 /*
- * The bytes (base64url): the format version (2); the filter as a bit per
- * status number; the issue time; the partition count; per partition its
- * position as its time (see below) and
- * its sequence; then a bit per partition, set where it was at the end. All
- * numbers are unsigned LEB128 varints below 2^53. About 70 bytes for 16
- * partitions, instead of a JSON list of positions: it goes out with every
- * message. A position's time is 0 for an empty partition, else 1 + the
- * zigzag of its difference to the issue time.
+ * The bytes (base64url): the format version (2); the filter (filterBits);
+ * the issue time; the partition count; per partition its position's time
+ * (0 for an empty partition's "0-0", else 1 + the zigzag of its difference
+ * to the issue time) and sequence; then a bit per partition, set where it was
+ * at the end. Numbers are unsigned LEB128 varints below 2^53. 40 to 75 bytes
+ * for 16 partitions, instead of a JSON list of positions: it goes out with
+ * every message.
  */
 
 function putVarint(out: number[], value: number): void {
@@ -57,10 +59,7 @@ const zigzag = (n: number) => (n >= 0 ? n * 2 : -n * 2 - 1);
 const unzigzag = (n: number) => (n % 2 === 0 ? n / 2 : -(n + 1) / 2);
 
 export function encodeResumeToken(statuses: readonly DeliveryStatus[], at: FeedPosition): string {
-  const out: number[] = [VERSION];
-  let filter = 0;
-  for (const n of filterNumbers(statuses)) filter |= 1 << n;
-  out.push(filter);
+  const out: number[] = [VERSION, filterBits(statuses)];
   putVarint(out, at.issuedAtMs);
   putVarint(out, at.positions.length);
   for (const position of at.positions) {
@@ -150,9 +149,7 @@ export function decodeResumeToken(
 ): FeedPosition {
   const parsed = parseToken(token, partitions);
   if (!parsed) throw new InvalidInput("resume_token is not one this service issued (for this store)", "resume_token", "RESUME_TOKEN_INVALID");
-  let filter = 0;
-  for (const n of filterNumbers(statuses)) filter |= 1 << n;
-  if (parsed.filter !== filter) {
+  if (parsed.filter !== filterBits(statuses)) {
     throw new InvalidInput("resume_token was issued for another filter (statuses differ)", "resume_token", "RESUME_TOKEN_MISMATCH");
   }
   const { positions, atEnd, issuedAtMs } = parsed.position;

@@ -1,21 +1,22 @@
 import type { RecordedEvent } from "../domain/index.js";
+import type { FeedChange } from "../store/eventStore.js";
 import type { UpdateSource } from "./updateSource.js";
 
 export interface MemoryUpdateSource extends UpdateSource {
   /** Hand to createMemoryEventStore as onAppended. */
-  publish(record: RecordedEvent): void;
+  publish(record: RecordedEvent, change: FeedChange): void;
 }
 
 /** The in-process bus that stands in for Pub/Sub when the service runs without Redis. */
 export function createMemoryUpdateSource(): MemoryUpdateSource {
   const subscribed = new Set<string>();
   let listener: (deliveryId: string, record: RecordedEvent) => void = () => {};
-  let partitionListener: (partition: number) => void = () => {};
+  let partitionListener: (partition: number, change?: FeedChange) => void = () => {};
   let partitionWanted = false;
   return {
-    publish(record) {
+    publish(record, change) {
       const id = record.event.deliveryId;
-      if (partitionWanted) queueMicrotask(() => partitionListener(0));
+      if (partitionWanted) queueMicrotask(() => partitionListener(0, change));
       // Asynchronous like a real broker: the publisher's call returns before watchers hear of it.
       if (subscribed.has(id)) queueMicrotask(() => subscribed.has(id) && listener(id, record));
     },

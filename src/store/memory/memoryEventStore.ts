@@ -7,7 +7,7 @@ import {
   isTerminal,
   type RecordedEvent,
 } from "../../domain/index.js";
-import type { AppendResult, DeliveryPage, EventStore, FeedEntry, PriorRequest } from "../eventStore.js";
+import type { AppendResult, DeliveryPage, EventStore, FeedChange, FeedEntry, PriorRequest } from "../eventStore.js";
 
 interface StoredDelivery {
   readonly log: RecordedEvent[];
@@ -16,7 +16,7 @@ interface StoredDelivery {
 
 export interface MemoryEventStoreDeps {
   /** Called after each append, in version order, like the Redis script's publication. */
-  readonly onAppended?: (record: RecordedEvent) => void;
+  readonly onAppended?: (record: RecordedEvent, change: FeedChange) => void;
   /** Finished deliveries are gone this long after their last event; undefined keeps them. */
   readonly retainFinishedForMs?: number;
   readonly feedRetentionMs?: number;
@@ -112,7 +112,7 @@ export function createMemoryEventStore({
       stored.log.push(record);
       if (requestId) stored.requests.set(requestId, { version: record.event.version, fingerprint });
       const change = addToFeed(record, previousStatus);
-      onAppended?.(record);
+      onAppended?.(record, change);
       return { outcome: "appended", change };
     },
 

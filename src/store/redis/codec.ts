@@ -7,7 +7,7 @@ import { type Delivery, type DeliveryEvent, type DeliveryEventData, type Deliver
 import { StoredEvent } from "../../gen/delivery/storage/v2/records.js";
 import { WatchDeliveryResponse } from "../../gen/delivery/v1/delivery.js";
 import { fromProtoDelivery, fromProtoEvent, fromProtoKind, toProtoDelivery, toProtoEvent, toProtoKind } from "../../mapping/protoMapping.js";
-import type { FeedChange } from "../eventStore.js";
+import type { FeedChange, FeedEntry } from "../eventStore.js";
 import { type IndexedStatus, STATUS_CODES } from "./keys.js";
 
 export function encodeStoredEvent(event: DeliveryEvent): Buffer {
@@ -75,6 +75,12 @@ export function decodeUpdate(bytes: Uint8Array): RecordedEvent {
   return { event: fromProtoEvent(message.event), delivery: fromProtoDelivery(message.delivery) };
 }
 
+/** A feed entry's statuses, "<before><after>" as status codes (0: none before); undefined if malformed. */
+export function feedStatuses(codes: string): Pick<FeedEntry, "before" | "after"> | undefined {
+  const after = STATUS_BY_CODE[Number(codes[1])];
+  return after && { before: STATUS_BY_CODE[Number(codes[0])] ?? "NONE", after };
+}
+
 /**
  * A partition's message (the append script's): "<entry before> <entry> <delivery id> <version>
  * <status codes before, after> <update bytes>". The ids and numbers hold no space.
@@ -88,14 +94,10 @@ export function decodePartitionMessage(partition: number, bytes: Buffer): FeedCh
     fields.push(bytes.toString("latin1", at, space));
     at = space + 1;
   }
-  const [previous, id, deliveryId, version, statuses] = fields as [string, string, string, string, string];
-  const after = STATUS_BY_CODE[Number(statuses[1])];
-  if (!after) return undefined;
-  return {
-    previous,
-    entry: { partition, id, deliveryId, version: Number(version), before: STATUS_BY_CODE[Number(statuses[0])] ?? "NONE", after },
-    record: decodeUpdate(bytes.subarray(at)),
-  };
+  const [previous, id, deliveryId, version, codes] = fields as [string, string, string, string, string];
+  const statuses = feedStatuses(codes);
+  if (!statuses) return undefined;
+  return { previous, entry: { partition, id, deliveryId, version: Number(version), ...statuses }, record: decodeUpdate(bytes.subarray(at)) };
 }
 
 /** Index members sort by creation time, then id: "<created_at ms, 13 digits><id>". */

@@ -19,6 +19,7 @@ import {
   encodeStoredEvent,
   encodeUpdate,
   EVENT_CODES,
+  feedStatuses,
   foldLog,
   foldState,
   idOfIndexMember,
@@ -65,10 +66,9 @@ const SWEEP_BATCH = 100;
 function feedEntryOf(partition: number, id: string, fields: readonly string[]): FeedEntry {
   const values: Record<string, string> = {};
   for (let i = 0; i < fields.length; i += 2) values[fields[i]!] = fields[i + 1]!;
-  const s = values.s ?? "";
-  const after = STATUS_BY_CODE[Number(s[1])];
-  if (!values.d || !values.v || !after) throw new Error(`feed entry ${id} is malformed`);
-  return { partition, id, deliveryId: values.d, version: Number(values.v), before: STATUS_BY_CODE[Number(s[0])] ?? "NONE", after };
+  const statuses = feedStatuses(values.s ?? "");
+  if (!values.d || !values.v || !statuses) throw new Error(`feed entry ${id} is malformed`);
+  return { partition, id, deliveryId: values.d, version: Number(values.v), ...statuses };
 }
 
 function parsePrior(value: string): PriorRequest {
