@@ -7,6 +7,7 @@ import {
   DeliveryNotFound,
   DomainError,
   evolve,
+  initialState,
   isTerminal,
   type RecordedEvent,
   RequestIdReused,
@@ -102,8 +103,13 @@ export function createDeliveryApp({ store, now = Date.now, contentionBudgetMs = 
       // The deadline runs on a monotonic clock, independent of the (injectable) event clock.
       const deadline = performance.now() + contentionBudgetMs;
       for (let attempt = 0; ; attempt++) {
-        // A client's expected version is checked against the stored state, never a remembered one.
-        const remembered = attempt === 0 && expectedVersion === undefined ? recent.get(deliveryId) : undefined;
+        // A client's expected version is checked against the stored state, never a remembered one. A
+        // create on an id this process does not know is decided on none: the append finds an existing
+        // delivery (a conflict) or a recorded request_id (a duplicate) as a read would, one round trip less.
+        const remembered =
+          attempt === 0 && expectedVersion === undefined
+            ? (recent.get(deliveryId) ?? (command.type === "CreateDelivery" ? initialState : undefined))
+            : undefined;
         const { state, prior } = remembered ? { state: remembered, prior: undefined } : await store.load(deliveryId, requestId || undefined);
         if (prior) return replay(deliveryId, requestId!, prior, fingerprint);
         // An unknown delivery is NOT_FOUND whatever version the caller expected.

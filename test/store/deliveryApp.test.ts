@@ -6,7 +6,7 @@ import type { Redis } from "ioredis";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createDeliveryApp, type DeliveryApp } from "../../src/app/deliveryApp.js";
 import { DELIVERY_ID_NAMESPACE, nameBasedUuid } from "../../src/app/nameBasedUuid.js";
-import { DeliveryNotFound, DomainError, InvalidTransition, RequestIdReused, VersionConflict } from "../../src/domain/index.js";
+import { DeliveryAlreadyExists, DeliveryNotFound, DomainError, InvalidTransition, RequestIdReused, VersionConflict } from "../../src/domain/index.js";
 import type { EventStore } from "../../src/store/eventStore.js";
 import { createMemoryEventStore } from "../../src/store/memory/memoryEventStore.js";
 import { createRedisEventStore } from "../../src/store/redis/redisEventStore.js";
@@ -114,14 +114,35 @@ describe.each(FACTORIES)("delivery app on the $name store", (factory) => {
       const a = createDeliveryApp({ store: counted(), now: tickingClock() });
       await a.execute("r1", cmd.create(100));
       for (let i = 0; i < 3; i++) await a.execute("r1", cmd.increaseBudget(1));
-      expect(loads).toBe(1);
+      // The create too: an id it does not know is decided on none (the append checks it is one).
+      expect(loads).toBe(0);
       expect((await a.get("r1")).budgetMinor).toBe(103);
 
       loads = 0;
       const reading = createDeliveryApp({ store: counted(), now: tickingClock(), recentStates: 0 });
       await reading.execute("r0", cmd.create(100));
       await reading.execute("r0", cmd.increaseBudget(1));
-      expect(loads).toBe(2);
+      expect(loads).toBe(1);
+    });
+
+    it("creates without a read, and refuses a create of an id another replica holds on the stored state, writing nothing", async () => {
+      const a = createDeliveryApp({ store: counted(), now: tickingClock() });
+      const b = createDeliveryApp({ store, now: tickingClock() });
+      await b.execute("r7", cmd.create(100));
+      await b.execute("r7", cmd.increaseBudget(1));
+      const before = await logOf("r7");
+      expect(await rejection(a.execute("r7", cmd.create(500)))).toBeInstanceOf(DeliveryAlreadyExists);
+      expect(loads).toBe(1);
+      expect(await logOf("r7")).toEqual(before);
+    });
+
+    it("answers a retried create another replica recorded with its first record, and refuses the request_id for another create", async () => {
+      const a = createDeliveryApp({ store, now: tickingClock() });
+      const b = createDeliveryApp({ store, now: tickingClock() });
+      const first = await b.execute("r8", cmd.create(100), { requestId: "create-r8" });
+      expect(await a.execute("r8", cmd.create(100), { requestId: "create-r8" })).toEqual(first);
+      expect(await rejection(a.execute("r8", cmd.create(999), { requestId: "create-r8" }))).toBeInstanceOf(RequestIdReused);
+      expect(await logOf("r8")).toEqual([first]);
     });
 
     it("appends after a change another replica made since: the conflict sends it to the stored state", async () => {
