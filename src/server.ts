@@ -17,8 +17,9 @@ import { createHealth, type Health } from "./grpc/health.js";
 import { instrumentService } from "./grpc/instrument.js";
 import { loadDescriptorSet, REFLECTION_SERVICE_NAMES, reflectionServices } from "./grpc/reflection/reflectionService.js";
 import { createStreamRegistry, type StreamRegistry } from "./grpc/streamRegistry.js";
-import { createWatchHandler, serializeWatchResponse, watchEncoder } from "./grpc/watchDelivery.js";
-import { createWatchDeliveriesHandler, feedEncoder, serializeFeedResponse } from "./grpc/watchDeliveries.js";
+import { createWatchHandler, watchEncoder } from "./grpc/watchDelivery.js";
+import { createWatchDeliveriesHandler, feedEncoder } from "./grpc/watchDeliveries.js";
+import { acceptingEncoded } from "./grpc/preEncoded.js";
 import { createFeedHub, type FeedHub } from "./feed/feedHub.js";
 import { createWatcherLimit } from "./grpc/watchLimit.js";
 import type { Logger } from "./logger.js";
@@ -32,6 +33,10 @@ import { createMemoryUpdateSource } from "./watch/memoryUpdateSource.js";
 import { createRedisUpdateSource } from "./watch/redisUpdateSource.js";
 import type { UpdateSource } from "./watch/updateSource.js";
 import { createWatchHub, type WatchHub } from "./watch/watchHub.js";
+
+
+/** Methods whose handlers may answer with bytes already encoded. */
+const PRE_ENCODED = new Set(["createDelivery", "startDelivery", "pickupProducts", "deliverProducts", "increaseBudget", "cancelDelivery", "watchDelivery", "watchDeliveries"]);
 
 export const SERVICE_NAME = "delivery.v1.DeliveryService";
 
@@ -233,11 +238,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     "grpc.keepalive_permit_without_calls": 1,
     "grpc.http2.min_ping_interval_without_data_ms": 5_000,
   });
-  const definition: ServiceDefinition = {
-    ...DeliveryServiceService,
-    watchDelivery: { ...DeliveryServiceService.watchDelivery, responseSerialize: serializeWatchResponse },
-    watchDeliveries: { ...DeliveryServiceService.watchDeliveries, responseSerialize: serializeFeedResponse },
-  };
+  // Commands answer, and watches send, bytes encoded once (see preEncoded.ts).
+  const definition: ServiceDefinition = Object.fromEntries(
+    Object.entries(DeliveryServiceService as ServiceDefinition).map(([name, method]) => [name, PRE_ENCODED.has(name) ? acceptingEncoded(method) : method]),
+  );
   const streams = createStreamRegistry(logger);
   const limitWatchers = createWatcherLimit(config.maxWatchers, logger);
   const watchDelivery = limitWatchers(createWatchHandler({ hub, logger, registry: streams }));

@@ -1,9 +1,9 @@
 import type { handleUnaryCall, ServerUnaryCall } from "@grpc/grpc-js";
 import type { DeliveryApp } from "../app/deliveryApp.js";
 import type { RecordedEvent } from "../domain/index.js";
-import type { DeliveryServiceServer } from "../gen/delivery/v1/delivery.js";
+import type { CreateDeliveryResponse, DeliveryServiceServer } from "../gen/delivery/v1/delivery.js";
 import type { Logger } from "../logger.js";
-import { toProtoDelivery, toProtoEvent } from "../mapping/protoMapping.js";
+import { toProtoDelivery, toProtoEvent, updateBytes } from "../mapping/protoMapping.js";
 import { actorOfCall } from "./callAuth.js";
 import { toServiceError } from "./errorStatus.js";
 import {
@@ -28,8 +28,13 @@ export interface DeliveryServiceDeps {
   readonly watchDeliveries: DeliveryServiceServer["watchDeliveries"];
 }
 
-function recordResponse({ event, delivery }: RecordedEvent) {
-  return { delivery: toProtoDelivery(delivery), event: toProtoEvent(event) };
+/**
+ * A command's response (delivery = 1, event = 2) has the fields of a
+ * WatchDeliveryResponse: the bytes the append encoded for the watchers, sent
+ * as they are (the method's serializer takes bytes, see preEncoded.ts).
+ */
+function recordResponse(record: RecordedEvent): CreateDeliveryResponse {
+  return updateBytes(record) as unknown as CreateDeliveryResponse;
 }
 
 /** Thin handlers: parse, call the application, map the result. */

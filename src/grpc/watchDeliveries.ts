@@ -55,12 +55,6 @@ export const feedEncoder: FeedEncoder = {
   },
 };
 
-/** The response serializer of WatchDeliveries: encoded bytes go out as they are. */
-export function serializeFeedResponse(value: WatchDeliveriesResponse | Uint8Array): Buffer {
-  if (value instanceof Uint8Array) return Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-  return Buffer.from(WatchDeliveriesResponse.encode(value).finish());
-}
-
 const RESUME_HINT = "the server is shutting down; watch again (on any replica) with the last resume_token received";
 
 export function createWatchDeliveriesHandler({

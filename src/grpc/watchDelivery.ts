@@ -2,7 +2,7 @@ import type { handleServerStreamingCall, ServerWritableStream } from "@grpc/grpc
 import type { WatchDeliveryRequest, WatchDeliveryResponse } from "../gen/delivery/v1/delivery.js";
 import { WatchDeliveryResponse as WatchDeliveryResponseCodec } from "../gen/delivery/v1/delivery.js";
 import type { Logger } from "../logger.js";
-import { toProtoDelivery, toProtoEvent } from "../mapping/protoMapping.js";
+import { toProtoDelivery, updateBytes } from "../mapping/protoMapping.js";
 import type { WatchEncoder, WatchHub, WatchStream } from "../watch/watchHub.js";
 import { ShuttingDown } from "./conditions.js";
 import { toServiceError } from "./errorStatus.js";
@@ -13,15 +13,8 @@ import type { StreamRegistry } from "./streamRegistry.js";
 /** Pre-encoded WatchDeliveryResponse bytes: the hub encodes an update once for all local watchers. */
 export const watchEncoder: WatchEncoder = {
   snapshot: (delivery) => WatchDeliveryResponseCodec.encode({ delivery: toProtoDelivery(delivery), event: undefined }).finish(),
-  update: ({ event, delivery }) =>
-    WatchDeliveryResponseCodec.encode({ delivery: toProtoDelivery(delivery), event: toProtoEvent(event) }).finish(),
+  update: updateBytes,
 };
-
-/** The response serializer of WatchDelivery: bytes from watchEncoder go out as they are. */
-export function serializeWatchResponse(value: WatchDeliveryResponse | Uint8Array): Buffer {
-  if (value instanceof Uint8Array) return Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-  return Buffer.from(WatchDeliveryResponseCodec.encode(value).finish());
-}
 
 export interface WatchHandlerDeps {
   readonly hub: WatchHub;

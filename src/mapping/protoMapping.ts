@@ -159,3 +159,24 @@ export function decodeDeliveryJson(json: string): Delivery {
 export function decodeEventJson(json: string): DeliveryEvent {
   return fromProtoEvent(pb.DeliveryEvent.fromJSON(JSON.parse(json)));
 }
+
+const encodedUpdates = new WeakMap<object, Uint8Array>();
+
+/**
+ * A record as WatchDeliveryResponse bytes: what the append publishes, what local
+ * watchers receive, and (the same fields, delivery = 1 and event = 2) a
+ * command's response. Encoded once per record, whoever asks first.
+ */
+export function updateBytes(record: { readonly delivery: Delivery; readonly event: DeliveryEvent }): Uint8Array {
+  let bytes = encodedUpdates.get(record);
+  if (bytes === undefined) {
+    bytes = pb.WatchDeliveryResponse.encode({ delivery: toProtoDelivery(record.delivery), event: toProtoEvent(record.event) }).finish();
+    encodedUpdates.set(record, bytes);
+  }
+  return bytes;
+}
+
+/** A record decoded from `bytes` (a received update): updateBytes gives them back without encoding. */
+export function rememberUpdateBytes(record: { readonly delivery: Delivery; readonly event: DeliveryEvent }, bytes: Uint8Array): void {
+  encodedUpdates.set(record, bytes);
+}

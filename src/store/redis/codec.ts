@@ -6,7 +6,7 @@
 import { type Delivery, type DeliveryEvent, type DeliveryEventData, type DeliveryState, evolve, initialState, type RecordedEvent } from "../../domain/index.js";
 import { StoredEvent } from "../../gen/delivery/storage/v2/records.js";
 import { WatchDeliveryResponse } from "../../gen/delivery/v1/delivery.js";
-import { fromProtoDelivery, fromProtoEvent, fromProtoKind, toProtoDelivery, toProtoEvent, toProtoKind } from "../../mapping/protoMapping.js";
+import { fromProtoDelivery, fromProtoEvent, fromProtoKind, rememberUpdateBytes, toProtoKind, updateBytes } from "../../mapping/protoMapping.js";
 import type { FeedChange, FeedEntry } from "../eventStore.js";
 import { type IndexedStatus, STATUS_CODES } from "./keys.js";
 
@@ -64,15 +64,16 @@ export function foldState(deliveryId: string, entries: readonly Uint8Array[]): D
 
 /** One published update: the WatchDelivery message itself, so watchers can be sent these bytes. */
 export function encodeUpdate(record: RecordedEvent): Buffer {
-  return Buffer.from(
-    WatchDeliveryResponse.encode({ delivery: toProtoDelivery(record.delivery), event: toProtoEvent(record.event) }).finish(),
-  );
+  const bytes = updateBytes(record);
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 export function decodeUpdate(bytes: Uint8Array): RecordedEvent {
   const message = WatchDeliveryResponse.decode(bytes);
   if (!message.delivery || !message.event) throw new Error("update lacks delivery or event");
-  return { event: fromProtoEvent(message.event), delivery: fromProtoDelivery(message.delivery) };
+  const record = { event: fromProtoEvent(message.event), delivery: fromProtoDelivery(message.delivery) };
+  rememberUpdateBytes(record, bytes);
+  return record;
 }
 
 /** A feed entry's statuses, "<before><after>" as status codes (0: none before); undefined if malformed. */
