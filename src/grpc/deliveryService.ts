@@ -6,6 +6,7 @@ import type { Logger } from "../logger.js";
 import { toProtoDelivery, toProtoEvent, updateBytes } from "../mapping/protoMapping.js";
 import { actorOfCall } from "./callAuth.js";
 import { toServiceError } from "./errorStatus.js";
+import { noteDeliveryOf } from "./instrument.js";
 import {
   formatPageToken,
   LIMITS,
@@ -54,6 +55,7 @@ export function createDeliveryService({ app, logger, watchDelivery, watchDeliver
   const command = <Req>(parse: (request: Req) => ParsedCommand) =>
     unary(async (request: Req, call) => {
       const { deliveryId, command, expectedVersion, requestId } = parse(request);
+      if (!(request as { deliveryId?: string }).deliveryId) noteDeliveryOf(call, deliveryId);
       // The principal the guard admitted: recorded on the event, and part of the request's fingerprint.
       return recordResponse(await app.execute(deliveryId, command, { expectedVersion, requestId, actor: actorOfCall(call) }));
     });

@@ -17,10 +17,17 @@ export interface InstrumentDeps {
   readonly metrics: Metrics;
 }
 
-/** The delivery an RPC was about: from the request, else (a create without an id) from the response; only valid ids. */
-function deliveryIdOf(request: unknown, response?: unknown): string | undefined {
-  const fromRequest = (request as { deliveryId?: unknown } | undefined)?.deliveryId;
-  const id = fromRequest || (response as { delivery?: { id?: unknown } } | undefined)?.delivery?.id;
+/** Ids the service chose for a call whose request names none (a create without an id). */
+const chosenIds = new WeakMap<object, string>();
+
+/** The delivery a call is about when its request does not name it: for the call's log line. */
+export function noteDeliveryOf(call: object, deliveryId: string): void {
+  chosenIds.set(call, deliveryId);
+}
+
+/** The delivery an RPC was about: from the request, else the one the service chose for it; only valid ids. */
+function deliveryIdOf(call: { readonly request: unknown }): string | undefined {
+  const id = (call.request as { deliveryId?: unknown } | undefined)?.deliveryId || chosenIds.get(call);
   return typeof id === "string" && LIMITS.idPattern.test(id) ? id : undefined;
 }
 
@@ -38,8 +45,7 @@ export function instrumentService<T extends UntypedServiceImplementation>(
   const wrapped: UntypedServiceImplementation = {};
   for (const [name, handler] of Object.entries(implementation)) {
     const method = definition[name]?.path.split("/").pop() ?? name;
-    const record = (started: bigint, code: status, call: { readonly request: unknown }, details?: string, response?: unknown) => {
-      const { request } = call;
+    const record = (started: bigint, code: status, call: { readonly request: unknown }, details?: string) => {
       const identity = identityOf(call);
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       const codeName = status[code] ?? String(code);
@@ -49,7 +55,7 @@ export function instrumentService<T extends UntypedServiceImplementation>(
         method,
         code: codeName,
         durationMs: Math.round(seconds * 1e6) / 1e3,
-        deliveryId: deliveryIdOf(request, response),
+        deliveryId: deliveryIdOf(call),
         principal: identity?.principal?.id,
         authReason: identity?.refusal?.reason,
         authDetail: identity?.refusal?.detail,
@@ -70,7 +76,7 @@ export function instrumentService<T extends UntypedServiceImplementation>(
       wrapped[name] = ((call, callback) => {
         const started = process.hrtime.bigint();
         unary(call, (error, value, ...rest) => {
-          record(started, error?.code ?? status.OK, call, error?.details, value);
+          record(started, error?.code ?? status.OK, call, error?.details);
           callback(error, value, ...rest);
         });
       }) as handleUnaryCall<unknown, unknown>;

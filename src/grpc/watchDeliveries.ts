@@ -1,5 +1,5 @@
 import type { handleServerStreamingCall } from "@grpc/grpc-js";
-import type { FeedEncoder, FeedHub } from "../feed/feedHub.js";
+import type { FeedEncoder, FeedHub, FeedMessage } from "../feed/feedHub.js";
 import {
   DeliveryStatus as ProtoStatus,
   type WatchDeliveriesRequest,
@@ -8,6 +8,7 @@ import {
 import type { Logger } from "../logger.js";
 import { toProtoDelivery, toProtoEvent } from "../mapping/protoMapping.js";
 import { ShuttingDown } from "./conditions.js";
+import { asBuffer } from "./preEncoded.js";
 import { toServiceError } from "./errorStatus.js";
 import { parseFields, parseResumeToken, parseStatuses } from "./parse.js";
 import { whenStreamEnds } from "./streamEnd.js";
@@ -22,38 +23,40 @@ const PROTO_STATUS = {
   CANCELLED: ProtoStatus.DELIVERY_STATUS_CANCELLED,
 } as const;
 
-/** WatchDeliveriesResponse bytes: the hub encodes each change once for every watcher it goes to. */
+/** WatchDeliveriesResponse bytes (a Buffer, sent as it is): the hub encodes each change once for every watcher it goes to. */
 export const feedEncoder: FeedEncoder = {
-  encode(message, resumeToken) {
-    switch (message.kind) {
-      case "snapshot":
-        return WatchDeliveriesResponse.encode({
-          kind: { $case: "snapshot", snapshot: { delivery: toProtoDelivery(message.delivery) } },
-          resumeToken,
-        }).finish();
-      case "change":
-        return WatchDeliveriesResponse.encode({
-          kind: {
-            $case: "change",
-            change: {
-              delivery: toProtoDelivery(message.record.delivery),
-              event: toProtoEvent(message.record.event),
-              previousStatus: PROTO_STATUS[message.previous],
-            },
-          },
-          resumeToken,
-        }).finish();
-      case "caughtUp":
-        return WatchDeliveriesResponse.encode({ kind: { $case: "caughtUp", caughtUp: {} }, resumeToken }).finish();
-      case "checkpoint":
-        return WatchDeliveriesResponse.encode({ kind: { $case: "checkpoint", checkpoint: {} }, resumeToken }).finish();
-      default: {
-        const unhandled: never = message;
-        throw new Error(`unhandled feed message ${JSON.stringify(unhandled)}`);
-      }
-    }
-  },
+  encode: (message, resumeToken) => asBuffer(encodeFeedMessage(message, resumeToken)),
 };
+
+function encodeFeedMessage(message: FeedMessage, resumeToken: string): Uint8Array {
+  switch (message.kind) {
+    case "snapshot":
+      return WatchDeliveriesResponse.encode({
+        kind: { $case: "snapshot", snapshot: { delivery: toProtoDelivery(message.delivery) } },
+        resumeToken,
+      }).finish();
+    case "change":
+      return WatchDeliveriesResponse.encode({
+        kind: {
+          $case: "change",
+          change: {
+            delivery: toProtoDelivery(message.record.delivery),
+            event: toProtoEvent(message.record.event),
+            previousStatus: PROTO_STATUS[message.previous],
+          },
+        },
+        resumeToken,
+      }).finish();
+    case "caughtUp":
+      return WatchDeliveriesResponse.encode({ kind: { $case: "caughtUp", caughtUp: {} }, resumeToken }).finish();
+    case "checkpoint":
+      return WatchDeliveriesResponse.encode({ kind: { $case: "checkpoint", checkpoint: {} }, resumeToken }).finish();
+    default: {
+      const unhandled: never = message;
+      throw new Error(`unhandled feed message ${JSON.stringify(unhandled)}`);
+    }
+  }
+}
 
 const RESUME_HINT = "the server is shutting down; watch again (on any replica) with the last resume_token received";
 

@@ -5,14 +5,15 @@ import type { Logger } from "../logger.js";
 import { toProtoDelivery, updateBytes } from "../mapping/protoMapping.js";
 import type { WatchEncoder, WatchHub, WatchStream } from "../watch/watchHub.js";
 import { ShuttingDown } from "./conditions.js";
+import { asBuffer } from "./preEncoded.js";
 import { toServiceError } from "./errorStatus.js";
 import { parseAfterVersion, parseDeliveryId, parseFields } from "./parse.js";
 import { whenStreamEnds } from "./streamEnd.js";
 import type { StreamRegistry } from "./streamRegistry.js";
 
-/** Pre-encoded WatchDeliveryResponse bytes: the hub encodes an update once for all local watchers. */
+/** Pre-encoded WatchDeliveryResponse bytes (Buffers, sent as they are): the hub encodes an update once for all local watchers. */
 export const watchEncoder: WatchEncoder = {
-  snapshot: (delivery) => WatchDeliveryResponseCodec.encode({ delivery: toProtoDelivery(delivery), event: undefined }).finish(),
+  snapshot: (delivery) => asBuffer(WatchDeliveryResponseCodec.encode({ delivery: toProtoDelivery(delivery), event: undefined }).finish()),
   update: updateBytes,
 };
 
@@ -30,7 +31,7 @@ class CallWatchStream implements WatchStream {
     private readonly call: ServerWritableStream<WatchDeliveryRequest, WatchDeliveryResponse>,
     private readonly registry: StreamRegistry,
   ) {}
-  // The stream carries pre-encoded bytes (see serializeWatchResponse), hence the cast.
+  // The stream carries pre-encoded bytes (see preEncoded.ts), hence the cast.
   write(bytes: Uint8Array): boolean {
     return this.call.write(bytes as unknown as WatchDeliveryResponse);
   }

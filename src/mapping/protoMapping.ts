@@ -170,7 +170,9 @@ const encodedUpdates = new WeakMap<object, Uint8Array>();
 export function updateBytes(record: { readonly delivery: Delivery; readonly event: DeliveryEvent }): Uint8Array {
   let bytes = encodedUpdates.get(record);
   if (bytes === undefined) {
-    bytes = pb.WatchDeliveryResponse.encode({ delivery: toProtoDelivery(record.delivery), event: toProtoEvent(record.event) }).finish();
+    const encoded = pb.WatchDeliveryResponse.encode({ delivery: toProtoDelivery(record.delivery), event: toProtoEvent(record.event) }).finish();
+    // A Buffer over the same memory: gRPC's serializer then sends it as it is, for every watcher.
+    bytes = Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength);
     encodedUpdates.set(record, bytes);
   }
   return bytes;
