@@ -9,6 +9,8 @@ import type { Logger } from "../logger.js";
 import { toProtoDelivery, toProtoEvent } from "../mapping/protoMapping.js";
 import { ShuttingDown } from "./conditions.js";
 import { asBuffer } from "./preEncoded.js";
+import { encoded } from "../mapping/sharedWriter.js";
+import type { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { toServiceError } from "./errorStatus.js";
 import { parseFields, parseResumeToken, parseStatuses } from "./parse.js";
 import { whenStreamEnds } from "./streamEnd.js";
@@ -25,16 +27,16 @@ const PROTO_STATUS = {
 
 /** WatchDeliveriesResponse bytes (a Buffer, sent as it is): the hub encodes each change once for every watcher it goes to. */
 export const feedEncoder: FeedEncoder = {
-  encode: (message, resumeToken) => asBuffer(encodeFeedMessage(message, resumeToken)),
+  encode: (message, resumeToken) => asBuffer(encoded((w) => encodeFeedMessage(message, resumeToken, w))),
 };
 
-function encodeFeedMessage(message: FeedMessage, resumeToken: string): Uint8Array {
+function encodeFeedMessage(message: FeedMessage, resumeToken: string, writer: BinaryWriter): BinaryWriter {
   switch (message.kind) {
     case "snapshot":
       return WatchDeliveriesResponse.encode({
         kind: { $case: "snapshot", snapshot: { delivery: toProtoDelivery(message.delivery) } },
         resumeToken,
-      }).finish();
+      }, writer);
     case "change":
       return WatchDeliveriesResponse.encode({
         kind: {
@@ -46,11 +48,11 @@ function encodeFeedMessage(message: FeedMessage, resumeToken: string): Uint8Arra
           },
         },
         resumeToken,
-      }).finish();
+      }, writer);
     case "caughtUp":
-      return WatchDeliveriesResponse.encode({ kind: { $case: "caughtUp", caughtUp: {} }, resumeToken }).finish();
+      return WatchDeliveriesResponse.encode({ kind: { $case: "caughtUp", caughtUp: {} }, resumeToken }, writer);
     case "checkpoint":
-      return WatchDeliveriesResponse.encode({ kind: { $case: "checkpoint", checkpoint: {} }, resumeToken }).finish();
+      return WatchDeliveriesResponse.encode({ kind: { $case: "checkpoint", checkpoint: {} }, resumeToken }, writer);
     default: {
       const unhandled: never = message;
       throw new Error(`unhandled feed message ${JSON.stringify(unhandled)}`);

@@ -6,6 +6,7 @@ import { toProtoDelivery, updateBytes } from "../mapping/protoMapping.js";
 import type { WatchEncoder, WatchHub, WatchStream } from "../watch/watchHub.js";
 import { ShuttingDown } from "./conditions.js";
 import { asBuffer } from "./preEncoded.js";
+import { encoded } from "../mapping/sharedWriter.js";
 import { toServiceError } from "./errorStatus.js";
 import { parseAfterVersion, parseDeliveryId, parseFields } from "./parse.js";
 import { whenStreamEnds } from "./streamEnd.js";
@@ -13,7 +14,7 @@ import type { StreamRegistry } from "./streamRegistry.js";
 
 /** Pre-encoded WatchDeliveryResponse bytes (Buffers, sent as they are): the hub encodes an update once for all local watchers. */
 export const watchEncoder: WatchEncoder = {
-  snapshot: (delivery) => asBuffer(WatchDeliveryResponseCodec.encode({ delivery: toProtoDelivery(delivery), event: undefined }).finish()),
+  snapshot: (delivery) => asBuffer(encoded((w) => WatchDeliveryResponseCodec.encode({ delivery: toProtoDelivery(delivery), event: undefined }, w))),
   update: updateBytes,
 };
 

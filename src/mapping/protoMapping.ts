@@ -5,6 +5,7 @@
  */
 import type { Delivery, DeliveryEvent, DeliveryEventData, DeliveryStatus } from "../domain/index.js";
 import * as pb from "../gen/delivery/v1/delivery.js";
+import { encoded } from "./sharedWriter.js";
 
 const STATUS_TO_PROTO: { readonly [S in DeliveryStatus]: pb.DeliveryStatus } = {
   READY: pb.DeliveryStatus.DELIVERY_STATUS_READY,
@@ -170,9 +171,9 @@ const encodedUpdates = new WeakMap<object, Uint8Array>();
 export function updateBytes(record: { readonly delivery: Delivery; readonly event: DeliveryEvent }): Uint8Array {
   let bytes = encodedUpdates.get(record);
   if (bytes === undefined) {
-    const encoded = pb.WatchDeliveryResponse.encode({ delivery: toProtoDelivery(record.delivery), event: toProtoEvent(record.event) }).finish();
+    const fresh = encoded((w) => pb.WatchDeliveryResponse.encode({ delivery: toProtoDelivery(record.delivery), event: toProtoEvent(record.event) }, w));
     // A Buffer over the same memory: gRPC's serializer then sends it as it is, for every watcher.
-    bytes = Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength);
+    bytes = Buffer.from(fresh.buffer, fresh.byteOffset, fresh.byteLength);
     encodedUpdates.set(record, bytes);
   }
   return bytes;

@@ -8,17 +8,14 @@ import { StoredEvent } from "../../gen/delivery/storage/v2/records.js";
 import { WatchDeliveryResponse } from "../../gen/delivery/v1/delivery.js";
 import { fromProtoDelivery, fromProtoEvent, fromProtoKind, rememberUpdateBytes, toProtoKind, updateBytes } from "../../mapping/protoMapping.js";
 import type { FeedChange, FeedEntry } from "../eventStore.js";
+import { encoded } from "../../mapping/sharedWriter.js";
 import { type IndexedStatus, STATUS_CODES } from "./keys.js";
 
 export function encodeStoredEvent(event: DeliveryEvent): Buffer {
-  return Buffer.from(
-    StoredEvent.encode({
-      occurredAtMs: BigInt(event.occurredAtMs),
-      actor: event.actor,
-      requestId: event.requestId,
-      kind: toProtoKind(event.data),
-    }).finish(),
+  const bytes = encoded((w) =>
+    StoredEvent.encode({ occurredAtMs: BigInt(event.occurredAtMs), actor: event.actor, requestId: event.requestId, kind: toProtoKind(event.data) }, w),
   );
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 export function decodeStoredEvent(bytes: Uint8Array, deliveryId: string, version: number): DeliveryEvent {
