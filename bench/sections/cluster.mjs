@@ -4,8 +4,9 @@
  * service on a 3-primary Redis Cluster (3 primaries + 3 replicas,
  * bench/lib/redisCluster.mjs, REDIS_CLUSTER_NODES) against the service on a
  * single redis-server, in the same run, each a fresh store of its own with
- * the same STORE_PARTITIONS (the service's default, 16, or
- * BENCH_CLUSTER_PARTITIONS):
+ * the same STORE_PARTITIONS: 24, what the README sets for 3 primaries (a
+ * multiple of them: 8 partitions each; the default 16 splits 5/6/5), or
+ * BENCH_CLUSTER_PARTITIONS:
  *
  *   commands c16 and c64  the commands section's load (create, start, increase budget,
  *                         pick up, deliver) and windows; RPS, latency, server CPU/call
@@ -59,6 +60,9 @@ async function startSingle() {
   };
 }
 
+/** STORE_PARTITIONS on both sides: the README's setting for a cluster of 3 primaries. */
+const CLUSTER_PARTITIONS = 24;
+
 /** Which primary owns each partition's hash slot: partitions per primary port. */
 function partitionsPerPrimary(primaries, partitions) {
   const out = Object.fromEntries(primaries.map((p) => [p.port, 0]));
@@ -103,7 +107,7 @@ async function run(ctx) {
     return { skipped: support.reason };
   }
   const W = ctx.smoke ? 20 : 1_000;
-  const partitions = process.env.BENCH_CLUSTER_PARTITIONS ? Number(process.env.BENCH_CLUSTER_PARTITIONS) : undefined;
+  const partitions = Number(process.env.BENCH_CLUSTER_PARTITIONS ?? CLUSTER_PARTITIONS);
   ctx.log(`cluster: ${LIMIT_NOTE}`);
   const single = await startSingle();
   let cluster;
@@ -115,7 +119,7 @@ async function run(ctx) {
     const primaries = cluster.primaries();
     const primaryPorts = primaries.map((p) => String(p.port));
     const replicaPorts = cluster.replicas().map((p) => String(p.port));
-    const effectivePartitions = partitions ?? 16;
+    const effectivePartitions = partitions;
     const perPrimary = partitionsPerPrimary(primaries, effectivePartitions);
     ctx.log(`cluster: 3 primaries (${primaries.map((p) => `${p.port}: slots ${p.slots.map((r) => r.join("-")).join(",")}, ${perPrimary[p.port]} of ${effectivePartitions} partitions`).join("; ")}) + 3 replicas, healthy in ${Date.now() - startedAt} ms; single redis-server on ${single.port}`);
 
