@@ -35,9 +35,6 @@ import type { UpdateSource } from "./watch/updateSource.js";
 import { createWatchHub, type WatchHub } from "./watch/watchHub.js";
 
 
-/** Methods whose handlers may answer with bytes already encoded. */
-const PRE_ENCODED = new Set(["createDelivery", "startDelivery", "pickupProducts", "deliverProducts", "increaseBudget", "cancelDelivery", "watchDelivery", "watchDeliveries"]);
-
 export const SERVICE_NAME = "delivery.v1.DeliveryService";
 
 export interface ServerOptions {
@@ -238,9 +235,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     "grpc.keepalive_permit_without_calls": 1,
     "grpc.http2.min_ping_interval_without_data_ms": 5_000,
   });
-  // Commands answer, and watches send, bytes encoded once (see preEncoded.ts).
+  // Commands answer, and watches send, bytes encoded once (see preEncoded.ts); message objects are encoded as before.
   const definition: ServiceDefinition = Object.fromEntries(
-    Object.entries(DeliveryServiceService as ServiceDefinition).map(([name, method]) => [name, PRE_ENCODED.has(name) ? acceptingEncoded(method) : method]),
+    Object.entries(DeliveryServiceService as ServiceDefinition).map(([name, method]) => [name, acceptingEncoded(method)]),
   );
   const streams = createStreamRegistry(logger);
   const limitWatchers = createWatcherLimit(config.maxWatchers, logger);

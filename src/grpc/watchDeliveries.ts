@@ -8,7 +8,6 @@ import {
 import type { Logger } from "../logger.js";
 import { toProtoDelivery, toProtoEvent } from "../mapping/protoMapping.js";
 import { ShuttingDown } from "./conditions.js";
-import { asBuffer } from "./preEncoded.js";
 import { encoded } from "../mapping/sharedWriter.js";
 import type { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { toServiceError } from "./errorStatus.js";
@@ -27,7 +26,7 @@ const PROTO_STATUS = {
 
 /** WatchDeliveriesResponse bytes (a Buffer, sent as it is): the hub encodes each change once for every watcher it goes to. */
 export const feedEncoder: FeedEncoder = {
-  encode: (message, resumeToken) => asBuffer(encoded((w) => encodeFeedMessage(message, resumeToken, w))),
+  encode: (message, resumeToken) => encoded((w) => encodeFeedMessage(message, resumeToken, w)),
 };
 
 function encodeFeedMessage(message: FeedMessage, resumeToken: string, writer: BinaryWriter): BinaryWriter {

@@ -5,7 +5,6 @@ import type { Logger } from "../logger.js";
 import { toProtoDelivery, updateBytes } from "../mapping/protoMapping.js";
 import type { WatchEncoder, WatchHub, WatchStream } from "../watch/watchHub.js";
 import { ShuttingDown } from "./conditions.js";
-import { asBuffer } from "./preEncoded.js";
 import { encoded } from "../mapping/sharedWriter.js";
 import { toServiceError } from "./errorStatus.js";
 import { parseAfterVersion, parseDeliveryId, parseFields } from "./parse.js";
@@ -14,7 +13,7 @@ import type { StreamRegistry } from "./streamRegistry.js";
 
 /** Pre-encoded WatchDeliveryResponse bytes (Buffers, sent as they are): the hub encodes an update once for all local watchers. */
 export const watchEncoder: WatchEncoder = {
-  snapshot: (delivery) => asBuffer(encoded((w) => WatchDeliveryResponseCodec.encode({ delivery: toProtoDelivery(delivery), event: undefined }, w))),
+  snapshot: (delivery) => encoded((w) => WatchDeliveryResponseCodec.encode({ delivery: toProtoDelivery(delivery), event: undefined }, w)),
   update: updateBytes,
 };
 

@@ -161,25 +161,23 @@ export function decodeEventJson(json: string): DeliveryEvent {
   return fromProtoEvent(pb.DeliveryEvent.fromJSON(JSON.parse(json)));
 }
 
-const encodedUpdates = new WeakMap<object, Uint8Array>();
+const encodedUpdates = new WeakMap<object, Buffer>();
 
 /**
  * A record as WatchDeliveryResponse bytes: what the append publishes, what local
  * watchers receive, and (the same fields, delivery = 1 and event = 2) a
  * command's response. Encoded once per record, whoever asks first.
  */
-export function updateBytes(record: { readonly delivery: Delivery; readonly event: DeliveryEvent }): Uint8Array {
+export function updateBytes(record: { readonly delivery: Delivery; readonly event: DeliveryEvent }): Buffer {
   let bytes = encodedUpdates.get(record);
   if (bytes === undefined) {
-    const fresh = encoded((w) => pb.WatchDeliveryResponse.encode({ delivery: toProtoDelivery(record.delivery), event: toProtoEvent(record.event) }, w));
-    // A Buffer over the same memory: gRPC's serializer then sends it as it is, for every watcher.
-    bytes = Buffer.from(fresh.buffer, fresh.byteOffset, fresh.byteLength);
+    bytes = encoded((w) => pb.WatchDeliveryResponse.encode({ delivery: toProtoDelivery(record.delivery), event: toProtoEvent(record.event) }, w));
     encodedUpdates.set(record, bytes);
   }
   return bytes;
 }
 
 /** A record decoded from `bytes` (a received update): updateBytes gives them back without encoding. */
-export function rememberUpdateBytes(record: { readonly delivery: Delivery; readonly event: DeliveryEvent }, bytes: Uint8Array): void {
+export function rememberUpdateBytes(record: { readonly delivery: Delivery; readonly event: DeliveryEvent }, bytes: Buffer): void {
   encodedUpdates.set(record, bytes);
 }

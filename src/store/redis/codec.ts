@@ -12,10 +12,9 @@ import { encoded } from "../../mapping/sharedWriter.js";
 import { type IndexedStatus, STATUS_CODES } from "./keys.js";
 
 export function encodeStoredEvent(event: DeliveryEvent): Buffer {
-  const bytes = encoded((w) =>
+  return encoded((w) =>
     StoredEvent.encode({ occurredAtMs: BigInt(event.occurredAtMs), actor: event.actor, requestId: event.requestId, kind: toProtoKind(event.data) }, w),
   );
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 export function decodeStoredEvent(bytes: Uint8Array, deliveryId: string, version: number): DeliveryEvent {
@@ -61,11 +60,10 @@ export function foldState(deliveryId: string, entries: readonly Uint8Array[]): D
 
 /** One published update: the WatchDelivery message itself, so watchers can be sent these bytes. */
 export function encodeUpdate(record: RecordedEvent): Buffer {
-  const bytes = updateBytes(record);
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return updateBytes(record);
 }
 
-export function decodeUpdate(bytes: Uint8Array): RecordedEvent {
+export function decodeUpdate(bytes: Buffer): RecordedEvent {
   const message = WatchDeliveryResponse.decode(bytes);
   if (!message.delivery || !message.event) throw new Error("update lacks delivery or event");
   const record = { event: fromProtoEvent(message.event), delivery: fromProtoDelivery(message.delivery) };
