@@ -7,21 +7,47 @@
  * Every client fails fast while Redis is unreachable (no offline queue: a
  * command errors at once instead of piling up), reconnects forever in the
  * background, and is created lazily: connect() starts it.
+ *
+ * Two releases of ioredis, one per role. Commands use ioredis 5: its reply
+ * parser (redis-parser) costs less per reply than the RESP3 decoder of
+ * ioredis 6, and every command, read and catch-up parses replies (a command
+ * at 64 concurrent callers: 110.6 against 125.6 µs of server CPU, BENCHMARKS.md).
+ * The subscriber uses ioredis 6, which handles what sharded Pub/Sub meets when
+ * a slot moves: ioredis 5 leaves an SSUBSCRIBE answered with MOVED unsettled,
+ * and takes an unsubscription pushed by the server for the reply to whatever
+ * command is queued (see shardedSubscriptions.ts for what we rely on).
  */
 import { readFileSync } from "node:fs";
 import type { ConnectionOptions } from "node:tls";
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from "ioredis";
+import { Cluster as SubscriberCluster, Redis as SubscriberRedis } from "ioredis6";
 import type { Logger } from "../../logger.js";
 import { CommandDeadlineError, withDeadline } from "./deadline.js";
 import type { ClusterTarget, RedisServerTarget, SentinelTarget, SingleTarget } from "./redisTarget.js";
 import { createShardedSubscriptions, type ShardedSubscriptions, type SubscriptionsLost } from "./shardedSubscriptions.js";
 import { hashSlot } from "./slots.js";
 
+/** The command client (ioredis 5). */
 export type RedisClient = Redis | Cluster;
+/** The subscriber client (ioredis 6). */
+export type SubscriberClient = SubscriberRedis | SubscriberCluster;
+
+/**
+ * What a client of either kind is used for here and by the owner (status,
+ * events, connect, disconnect); listeners typed as EventEmitter types them.
+ */
+export interface Connection {
+  readonly status: string;
+  on(event: string, listener: (...args: any[]) => void): unknown;
+  once(event: string, listener: (...args: any[]) => void): unknown;
+  off(event: string, listener: (...args: any[]) => void): unknown;
+  connect(): Promise<void>;
+  disconnect(): void;
+}
 
 export interface NamedConnection {
   readonly name: "commands" | "subscriber";
-  readonly client: RedisClient;
+  readonly client: Connection;
 }
 
 export interface RedisClientsOptions {
@@ -39,7 +65,7 @@ export interface RedisClients {
   /** Commands: auto-pipelined, no offline queue. Give every call a deadline with `within`. */
   readonly commands: RedisClient;
   /** The subscriber client; use `subscriptions` rather than its SSUBSCRIBE directly. */
-  readonly subscriber: RedisClient;
+  readonly subscriber: SubscriberClient;
   /** SSUBSCRIBE with re-subscription and loss reporting (see shardedSubscriptions.ts). */
   readonly subscriptions: ShardedSubscriptions;
   /** Runs a call with the target's deadline (REDIS_COMMAND_TIMEOUT_MS from arrival): see deadline.ts. */
@@ -93,7 +119,9 @@ export async function waitForReplicas(client: RedisClient, key: string, replicas
   return acknowledged;
 }
 
-function isCluster(client: RedisClient): client is Cluster {
+function isCluster(client: RedisClient): client is Cluster;
+function isCluster(client: SubscriberClient): client is SubscriberCluster;
+function isCluster(client: RedisClient | SubscriberClient): boolean {
   return "isCluster" in client && client.isCluster === true;
 }
 
@@ -113,13 +141,13 @@ function retryDelay(times: number): number {
 }
 
 /** Options every data-node connection shares. */
-function connectionOptions(target: RedisServerTarget, connectionName: string, tls: ConnectionOptions | undefined): RedisOptions {
+function connectionOptions(target: RedisServerTarget, connectionName: string, tls: ConnectionOptions | undefined) {
   return {
     connectionName,
     connectTimeout: Math.max(target.commandTimeoutMs, 1_000),
     commandTimeout: target.commandTimeoutMs,
     ...(tls ? { tls } : {}),
-  };
+  } satisfies RedisOptions;
 }
 
 function tlsOptions(target: RedisServerTarget, ca: Buffer | undefined): ConnectionOptions | undefined {
@@ -128,8 +156,9 @@ function tlsOptions(target: RedisServerTarget, ca: Buffer | undefined): Connecti
   return ca ? { ca } : {};
 }
 
-function createSingle(target: SingleTarget, name: string, subscriber: boolean, tls: ConnectionOptions | undefined): Redis {
-  return new Redis(target.url, {
+/* The option builders' results suit the clients of either release: no annotation, so their own types. */
+function singleOptions(target: SingleTarget, name: string, subscriber: boolean, tls: ConnectionOptions | undefined) {
+  return {
     ...connectionOptions(target, name, tls),
     // Re-subscription belongs to shardedSubscriptions.ts.
     autoResubscribe: false,
@@ -140,11 +169,11 @@ function createSingle(target: SingleTarget, name: string, subscriber: boolean, t
     maxRetriesPerRequest: 1,
     retryStrategy: retryDelay,
     lazyConnect: true,
-  });
+  } satisfies RedisOptions;
 }
 
-function createSentinel(target: SentinelTarget, name: string, subscriber: boolean, tls: ConnectionOptions | undefined): Redis {
-  return new Redis({
+function sentinelOptions(target: SentinelTarget, name: string, subscriber: boolean, tls: ConnectionOptions | undefined) {
+  return {
     ...connectionOptions(target, name, tls),
     sentinels: target.sentinels.map(({ host, port }) => ({ host, port })),
     name: target.masterName,
@@ -164,17 +193,11 @@ function createSentinel(target: SentinelTarget, name: string, subscriber: boolea
     maxRetriesPerRequest: 1,
     retryStrategy: retryDelay,
     lazyConnect: true,
-  });
+  } satisfies RedisOptions;
 }
 
-function createCluster(
-  target: ClusterTarget,
-  name: string,
-  subscriber: boolean,
-  tls: ConnectionOptions | undefined,
-  slotsRefreshIntervalMs: number,
-): Cluster {
-  const options: ClusterOptions = {
+function clusterOptions(target: ClusterTarget, name: string, subscriber: boolean, tls: ConnectionOptions | undefined, slotsRefreshIntervalMs: number) {
+  return {
     // Commands fail at once while the Cluster is not ready. Start-up needs no
     // offline queue: the slot map is read over a duplicate connection with its
     // own queue (cluster/index.js:818-825), and the ready check's CLUSTER INFO
@@ -199,15 +222,11 @@ function createCluster(
     },
     // With TLS, connect by the name given (certificates name hosts, not addresses).
     ...(tls ? { dnsLookup: (address: string, callback: (error: Error | null, address: string) => void) => callback(null, address) } : {}),
-  };
-  return new Cluster(
-    target.nodes.map(({ host, port }) => ({ host, port })),
-    options,
-  );
+  } satisfies ClusterOptions;
 }
 
 /** Resolves once `client` is ready; rejects on its first error or after `timeoutMs`. */
-function readyWithin(client: RedisClient, timeoutMs: number): Promise<void> {
+function readyWithin(client: Connection, timeoutMs: number): Promise<void> {
   if (client.status === "ready") return Promise.resolve();
   return new Promise<void>((resolve, reject) => {
     const done = (error?: Error) => {
@@ -230,7 +249,7 @@ function readyWithin(client: RedisClient, timeoutMs: number): Promise<void> {
 }
 
 /** Resolves once `client` has ended (after disconnect()), or after `timeoutMs`. */
-function endedWithin(client: RedisClient, timeoutMs: number): Promise<void> {
+function endedWithin(client: Connection, timeoutMs: number): Promise<void> {
   if (client.status === "end") return Promise.resolve();
   return new Promise<void>((resolve) => {
     const timer = setTimeout(resolve, timeoutMs);
@@ -250,20 +269,22 @@ export function createRedisClients(target: RedisServerTarget, options: RedisClie
   const slotsRefreshIntervalMs = options.slotsRefreshIntervalMs ?? 5_000;
 
   let commands: RedisClient;
-  let subscriber: RedisClient;
+  let subscriber: SubscriberClient;
   switch (target.mode) {
     case "single":
-      commands = createSingle(target, name, false, tls);
-      subscriber = createSingle(target, subscriberName, true, tls);
+      commands = new Redis(target.url, singleOptions(target, name, false, tls));
+      subscriber = new SubscriberRedis(target.url, singleOptions(target, subscriberName, true, tls));
       break;
     case "sentinel":
-      commands = createSentinel(target, name, false, tls);
-      subscriber = createSentinel(target, subscriberName, true, tls);
+      commands = new Redis(sentinelOptions(target, name, false, tls));
+      subscriber = new SubscriberRedis(sentinelOptions(target, subscriberName, true, tls));
       break;
-    case "cluster":
-      commands = createCluster(target, name, false, tls, slotsRefreshIntervalMs);
-      subscriber = createCluster(target, subscriberName, true, tls, slotsRefreshIntervalMs);
+    case "cluster": {
+      const nodes = target.nodes.map(({ host, port }) => ({ host, port }));
+      commands = new Cluster(nodes, clusterOptions(target, name, false, tls, slotsRefreshIntervalMs));
+      subscriber = new SubscriberCluster(nodes, clusterOptions(target, subscriberName, true, tls, slotsRefreshIntervalMs));
       break;
+    }
     default:
       throw new Error(`no Redis clients for target mode ${(target as { mode: string }).mode}`);
   }
@@ -276,7 +297,11 @@ export function createRedisClients(target: RedisServerTarget, options: RedisClie
   // them plainly): always listen. The owner adds its own logging / metrics.
   for (const { name: connection, client } of connections) {
     client.on("error", (error: Error) => logger?.debug({ err: error, connection }, "redis client error"));
-    if (isCluster(client)) client.on("node error", (error: Error, node: string) => logger?.debug({ err: error, connection, node }, "redis cluster node error"));
+  }
+  if (target.mode === "cluster") {
+    for (const { name: connection, client } of connections) {
+      client.on("node error", (error: Error, node: string) => logger?.debug({ err: error, connection, node }, "redis cluster node error"));
+    }
   }
 
   const subscriptions = createShardedSubscriptions(subscriber, { commandTimeoutMs: target.commandTimeoutMs, logger });

@@ -13,7 +13,8 @@
  * nothing. If re-subscribing fails, it retries (backoff up to 2 s, and at once
  * when the client reconnects) until it succeeds or the module is closed.
  *
- * ioredis behaviours this relies on (ioredis 6.0.0, node_modules/ioredis/built):
+ * ioredis behaviours this relies on (ioredis 6.0.0, node_modules/ioredis6/built;
+ * the subscriber is created from that release, see redisClients.ts):
  *  - A SUNSUBSCRIBE pushed by the server (the slot was migrated away) answers
  *    no command; DataHandler emits "moved" on that connection for it
  *    (DataHandler.js:167-180), as it does for a MOVED reply to SSUBSCRIBE
@@ -50,7 +51,7 @@
  *    would throw. createRedisClients() always listens.
  */
 import { EventEmitter } from "node:events";
-import type { Cluster, Redis } from "ioredis";
+import type { Cluster, Redis } from "ioredis6";
 import type { Logger } from "../../logger.js";
 import { callWithin } from "./deadline.js";
 import { hashSlot } from "./slots.js";
