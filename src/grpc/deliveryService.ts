@@ -1,9 +1,10 @@
 import type { handleUnaryCall, ServerUnaryCall } from "@grpc/grpc-js";
 import type { DeliveryApp } from "../app/deliveryApp.js";
 import type { RecordedEvent } from "../domain/index.js";
-import type { CreateDeliveryResponse, DeliveryServiceServer } from "../gen/delivery/v1/delivery.js";
+import type { CreateDeliveryResponse, DeliveryServiceServer, GetDeliveryResponse } from "../gen/delivery/v1/delivery.js";
 import type { Logger } from "../logger.js";
 import { toProtoDelivery, toProtoEvent, updateBytes } from "../mapping/protoMapping.js";
+import { encodeDeliveryIn } from "../mapping/wire.js";
 import { actorOfCall } from "./callAuth.js";
 import { toServiceError } from "./errorStatus.js";
 import { noteDeliveryOf } from "./instrument.js";
@@ -80,7 +81,8 @@ export function createDeliveryService({ app, logger, watchDelivery, watchDeliver
         deliveryId: () => parseDeliveryId(r.deliveryId),
         atVersion: () => parseAtVersion(r.atVersion),
       });
-      return { delivery: toProtoDelivery(await app.get(deliveryId, atVersion)) };
+      // GetDeliveryResponse { delivery = 1 }, pre-encoded (the serializer takes bytes, see preEncoded.ts).
+      return encodeDeliveryIn(1, await app.get(deliveryId, atVersion)) as unknown as GetDeliveryResponse;
     }),
 
     listDeliveries: unary(async (r) => {

@@ -1,11 +1,10 @@
 import type { handleServerStreamingCall, ServerWritableStream } from "@grpc/grpc-js";
 import type { WatchDeliveryRequest, WatchDeliveryResponse } from "../gen/delivery/v1/delivery.js";
-import { WatchDeliveryResponse as WatchDeliveryResponseCodec } from "../gen/delivery/v1/delivery.js";
 import type { Logger } from "../logger.js";
-import { toProtoDelivery, updateBytes } from "../mapping/protoMapping.js";
+import { updateBytes } from "../mapping/protoMapping.js";
+import { encodeDeliveryIn } from "../mapping/wire.js";
 import type { WatchEncoder, WatchHub, WatchStream } from "../watch/watchHub.js";
 import { ShuttingDown } from "./conditions.js";
-import { encoded } from "../mapping/sharedWriter.js";
 import { toServiceError } from "./errorStatus.js";
 import { parseAfterVersion, parseDeliveryId, parseFields } from "./parse.js";
 import { whenStreamEnds } from "./streamEnd.js";
@@ -13,7 +12,8 @@ import type { StreamRegistry } from "./streamRegistry.js";
 
 /** Pre-encoded WatchDeliveryResponse bytes (Buffers, sent as they are): the hub encodes an update once for all local watchers. */
 export const watchEncoder: WatchEncoder = {
-  snapshot: (delivery) => encoded((w) => WatchDeliveryResponseCodec.encode({ delivery: toProtoDelivery(delivery), event: undefined }, w)),
+  // WatchDeliveryResponse { delivery = 1 }: a snapshot has no event.
+  snapshot: (delivery) => encodeDeliveryIn(1, delivery),
   update: updateBytes,
 };
 

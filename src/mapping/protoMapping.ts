@@ -5,7 +5,7 @@
  */
 import type { Delivery, DeliveryEvent, DeliveryEventData, DeliveryStatus } from "../domain/index.js";
 import * as pb from "../gen/delivery/v1/delivery.js";
-import { encoded } from "./sharedWriter.js";
+import { encodeChange } from "./wire.js";
 
 const STATUS_TO_PROTO: { readonly [S in DeliveryStatus]: pb.DeliveryStatus } = {
   READY: pb.DeliveryStatus.DELIVERY_STATUS_READY,
@@ -171,7 +171,7 @@ const encodedUpdates = new WeakMap<object, Buffer>();
 export function updateBytes(record: { readonly delivery: Delivery; readonly event: DeliveryEvent }): Buffer {
   let bytes = encodedUpdates.get(record);
   if (bytes === undefined) {
-    bytes = encoded((w) => pb.WatchDeliveryResponse.encode({ delivery: toProtoDelivery(record.delivery), event: toProtoEvent(record.event) }, w));
+    bytes = encodeChange(record.delivery, record.event);
     encodedUpdates.set(record, bytes);
   }
   return bytes;

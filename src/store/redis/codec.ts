@@ -3,31 +3,15 @@
  * is the position in the log, see keys.ts), state as the fold of its events,
  * published updates as ready-made WatchDeliveryResponse bytes.
  */
-import { type Delivery, type DeliveryEvent, type DeliveryEventData, type DeliveryState, evolve, initialState, type RecordedEvent } from "../../domain/index.js";
-import { StoredEvent } from "../../gen/delivery/storage/v2/records.js";
+import { type Delivery, type DeliveryEventData, type DeliveryState, evolve, initialState, type RecordedEvent } from "../../domain/index.js";
 import { WatchDeliveryResponse } from "../../gen/delivery/v1/delivery.js";
-import { fromProtoDelivery, fromProtoEvent, fromProtoKind, rememberUpdateBytes, toProtoKind, updateBytes } from "../../mapping/protoMapping.js";
+import { fromProtoDelivery, fromProtoEvent, rememberUpdateBytes, updateBytes } from "../../mapping/protoMapping.js";
+import { decodeStoredEvent, encodeStoredEvent } from "../../mapping/wire.js";
 import type { FeedChange, FeedEntry } from "../eventStore.js";
-import { encoded } from "../../mapping/sharedWriter.js";
 import { type IndexedStatus, STATUS_CODES } from "./keys.js";
 
-export function encodeStoredEvent(event: DeliveryEvent): Buffer {
-  return encoded((w) =>
-    StoredEvent.encode({ occurredAtMs: BigInt(event.occurredAtMs), actor: event.actor, requestId: event.requestId, kind: toProtoKind(event.data) }, w),
-  );
-}
-
-export function decodeStoredEvent(bytes: Uint8Array, deliveryId: string, version: number): DeliveryEvent {
-  const stored = StoredEvent.decode(bytes);
-  return {
-    deliveryId,
-    version,
-    occurredAtMs: Number(stored.occurredAtMs),
-    requestId: stored.requestId,
-    actor: stored.actor,
-    data: fromProtoKind(stored.kind),
-  };
-}
+/** StoredEvent bytes: src/mapping/wire.ts writes and reads them (records.proto describes them). */
+export { decodeStoredEvent, encodeStoredEvent };
 
 /** The request-hash field of a key: "r" + a client's request_id, "a" + a private one. */
 export function requestField(requestKey: string, fromClient: boolean): string {
