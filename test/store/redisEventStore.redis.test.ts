@@ -312,6 +312,25 @@ describe("redis event store: Redis specifics", () => {
     });
   });
 
+  describe("the append script's packed fields", () => {
+    it("keeps a request_id of any characters whole: NUL, spaces, the separator, non-ASCII", async () => {
+      const requestId = "a\0b \0\0c|日本\0";
+      const [created] = recordsOf("d-packed", [cmd.create(1000, "notes\0with NUL")]);
+      const record = withRequestId(created!, requestId);
+      const first = await store.append({ record, expectedVersion: 0, previousStatus: "NONE", fingerprint: "fp-1" });
+      expect(first.outcome).toBe("appended");
+      expect(await redis.hget(keys().delivery("d-packed").requests, `r${requestId}`)).toBe("1:fp-1");
+      // A retry is the same request, found by the whole request_id.
+      const retry = await store.append({ record, expectedVersion: 0, previousStatus: "NONE", fingerprint: "fp-1" });
+      expect(retry).toEqual({ outcome: "duplicate", prior: { version: 1, fingerprint: "fp-1" } });
+      expect(await store.readAfter("d-packed", 0, 10)).toEqual([record]);
+    });
+
+    it("refuses a key prefix with a NUL character", () => {
+      expect(() => createRedisEventStore({ redis, keyPrefix: "bad\0prefix:" })).toThrow(/NUL/);
+    });
+  });
+
   describe("connections", () => {
     it("does not close the connection it was given", async () => {
       const own = connectRedis(testRedisUrl());

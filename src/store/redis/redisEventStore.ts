@@ -111,6 +111,8 @@ export function createRedisEventStore({
   within,
   waitForReplicas,
 }: RedisEventStoreDeps): RedisEventStore {
+  // The append script's small fields are NUL-ended, channel names (made of the prefix) among them.
+  if (keyPrefix.includes("\0")) throw new RangeError("a key prefix cannot contain a NUL character");
   const runScript = registerScripts(redis);
   // Every call below goes through callRedis; with a deadline, it starts at arrival.
   const callRedis = within ? <T>(operation: () => Promise<T>) => callRedisOnce(() => within(operation)) : callRedisOnce;
@@ -214,21 +216,10 @@ export function createRedisEventStore({
           "appendEvent",
           [d.log, d.requests, d.feed, d.index(before as IndexedStatus), d.index(delivery.status as IndexedStatus), d.expiry],
           [
-            String(expectedVersion),
-            field,
-            fingerprint,
+            // The small fields, each ended by NUL, the request field (any bytes) last: see the script.
+            `${expectedVersion}\0${fingerprint}\0${event.deliveryId}\0${indexMember(delivery)}\0${statusCode(previousStatus)}\0${statusCode(delivery.status)}\0${EVENT_CODES[event.data.type]}\0${nowMs}\0${feedRetentionMs}\0${due}\0${d.channel}\0${d.partitionChannel}\0${field}`,
             encodeStoredEvent(event),
-            event.deliveryId,
-            indexMember(delivery),
-            String(statusCode(previousStatus)),
-            String(statusCode(delivery.status)),
-            EVENT_CODES[event.data.type],
-            String(nowMs),
-            String(feedRetentionMs),
-            due,
-            d.channel,
             encodeUpdate(record),
-            d.partitionChannel,
           ],
         ),
       )) as [string, string, string?, string?];
