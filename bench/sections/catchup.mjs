@@ -23,10 +23,11 @@ async function seedEvents(redisUrl, deliveryId, total) {
     let { state } = await store.load(deliveryId);
     const appendNext = () => {
       const version = state.version + 1;
-      const event = { deliveryId, version, occurredAtMs: Date.now(), requestId: `seed-${version}`, data: { type: "budgetIncreased", amountMinor: 1 } };
+      const event = { deliveryId, version, occurredAtMs: Date.now(), requestId: `seed-${version}`, actor: "", data: { type: "budgetIncreased", amountMinor: 1 } };
       const record = { event, delivery: evolve(state, event) };
+      const previousStatus = state.status;
       state = record.delivery;
-      return store.append({ record, expectedVersion: version - 1, requestKey: `seed-${version}`, fingerprint: "seed" });
+      return store.append({ record, expectedVersion: version - 1, previousStatus, fingerprint: "seed" });
     };
     await appendNext(); // loads the script (EVALSHA falls back to EVAL once)
     while (state.version < total) {
