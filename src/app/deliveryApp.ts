@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from "node:crypto";
+import { hash, randomUUID } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
 import {
   decide,
@@ -78,7 +78,8 @@ export interface DeliveryApp {
  */
 function fingerprintOf(command: DeliveryCommand, actor: string): string {
   const scope = actor === "" ? JSON.stringify(command) : JSON.stringify({ command, actor });
-  return createHash("sha256").update(scope).digest("base64url").slice(0, 22);
+  // One-shot hash (no Hash object): the same digest, about half the time for input this small.
+  return hash("sha256", scope, "base64url").slice(0, 22);
 }
 
 /**
