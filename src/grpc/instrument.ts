@@ -17,6 +17,11 @@ export interface InstrumentDeps {
   readonly metrics: Metrics;
 }
 
+interface StartedStream {
+  readonly call: { readonly request: unknown };
+  readonly at: bigint;
+}
+
 /** Ids the service chose for a call whose request names none (a create without an id). */
 const chosenIds = new WeakMap<object, string>();
 
@@ -66,9 +71,10 @@ export function instrumentService<T extends UntypedServiceImplementation>(
 
     if (definition[name]?.responseStream) {
       const stream = handler as handleServerStreamingCall<unknown, unknown>;
+      // A shared listener and one small object per stream (a process holds one per watcher).
+      const recordStream = (code: status, details: string | undefined, started: StartedStream) => record(started.at, code, started.call, details);
       wrapped[name] = ((call: ServerWritableStream<unknown, unknown>) => {
-        const started = process.hrtime.bigint();
-        whenStreamEnds(call, (code, details) => record(started, code, call, details));
+        whenStreamEnds(call, recordStream, { call, at: process.hrtime.bigint() });
         stream(call);
       }) as handleServerStreamingCall<unknown, unknown>;
     } else {

@@ -39,7 +39,8 @@ function parseOptionalVersion(value: bigint | undefined, field: string, min: big
 }
 
 function parseText(value: string, field: string, maxChars: number): string {
-  // Characters, not UTF-16 units: an emoji counts once.
+  // Characters, not UTF-16 units: an emoji counts once. No more units than the limit: no more characters.
+  if (value.length <= maxChars) return value;
   let chars = 0;
   for (const _ of value) if (++chars > maxChars) throw new InvalidInput(`${field} must be at most ${maxChars} characters`, field);
   return value;

@@ -7,19 +7,22 @@ import { status } from "@grpc/grpc-js";
  * watch hub): one set of listeners per call, whatever the number of layers.
  * A process holds one open stream per watcher, so what each stream keeps
  * counts: the listeners below are shared functions (no closures per call),
- * and the layers' callbacks sit in one list on the call.
+ * and the layers' callbacks sit in one list on the call, each with the value
+ * it is about (a layer passes a shared function and its subject rather than a
+ * closure made per call).
  *
  * A stream ends at the first of: an error emitted (its status is the
  * outcome), 'finish' (OK), 'cancelled' (the client went away) or 'close'.
  * Callbacks run once, in the order they were added; one added after the end
  * runs at once.
  */
-export type StreamEndListener = (code: status, details: string | undefined) => void;
+export type StreamEndListener<T = undefined> = (code: status, details: string | undefined, subject: T) => void;
 
 type Emitter = Pick<EventEmitter, "on">;
 
 interface EndState {
-  listeners: StreamEndListener[];
+  /** Listener, subject, listener, subject, ... */
+  listeners: unknown[];
   code: status | undefined;
   details: string | undefined;
 }
@@ -34,7 +37,7 @@ function settle(call: Tracked, code: status, details: string | undefined): void 
   state.details = details;
   const listeners = state.listeners;
   state.listeners = [];
-  for (const listener of listeners) listener(code, details);
+  for (let i = 0; i < listeners.length; i += 2) (listeners[i] as StreamEndListener<unknown>)(code, details, listeners[i + 1]);
 }
 
 function onError(this: Tracked, error: { code?: status; details?: string } | undefined): void {
@@ -47,8 +50,10 @@ function onCancelled(this: Tracked): void {
   settle(this, status.CANCELLED, undefined);
 }
 
-/** Calls `listener` once when the stream ends (at once if it already has). */
-export function whenStreamEnds(call: Emitter, listener: StreamEndListener): void {
+/** Calls `listener` (with `subject`) once when the stream ends (at once if it already has). */
+export function whenStreamEnds(call: Emitter, listener: StreamEndListener): void;
+export function whenStreamEnds<T>(call: Emitter, listener: StreamEndListener<T>, subject: T): void;
+export function whenStreamEnds<T>(call: Emitter, listener: StreamEndListener<T>, subject?: T): void {
   const tracked = call as Tracked;
   let state = tracked[STATE];
   if (!state) {
@@ -61,6 +66,11 @@ export function whenStreamEnds(call: Emitter, listener: StreamEndListener): void
     // A grpc-js call tells whether its client already went away.
     if ((call as { cancelled?: boolean }).cancelled === true) settle(tracked, status.CANCELLED, undefined);
   }
-  if (state.code !== undefined) listener(state.code, state.details);
-  else state.listeners.push(listener);
+  if (state.code !== undefined) listener(state.code, state.details, subject as T);
+  else state.listeners.push(listener, subject);
+}
+
+/** A listener that closes its subject: `whenStreamEnds(call, closeHandle, handle)`. */
+export function closeHandle(_code: status, _details: string | undefined, handle: { close(): void }): void {
+  handle.close();
 }

@@ -34,14 +34,16 @@ export function createStreamRegistry(logger: Logger): StreamRegistry {
     if (!call.cancelled) call.emit("error", toServiceError(reason, logger));
   };
 
+  const untrack = (_code: unknown, _details: unknown, call: OpenStream) => {
+    ended.add(call);
+    open.delete(call);
+  };
+
   return {
     track(call) {
       if (closing) return end(call);
       open.add(call);
-      whenStreamEnds(call, () => {
-        ended.add(call);
-        open.delete(call);
-      });
+      whenStreamEnds(call, untrack, call);
     },
     end,
     endAll() {

@@ -12,7 +12,7 @@ import { encoded } from "../mapping/sharedWriter.js";
 import type { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { toServiceError } from "./errorStatus.js";
 import { parseFields, parseResumeToken, parseStatuses } from "./parse.js";
-import { whenStreamEnds } from "./streamEnd.js";
+import { closeHandle, whenStreamEnds } from "./streamEnd.js";
 import type { StreamRegistry } from "./streamRegistry.js";
 
 const PROTO_STATUS = {
@@ -96,7 +96,7 @@ export function createWatchDeliveriesHandler({
         },
       )
       .then(
-        (handle) => whenStreamEnds(call, () => handle.close()),
+        (handle) => whenStreamEnds(call, closeHandle, handle),
         (error: unknown) => call.emit("error", toServiceError(error, logger)),
       );
   };

@@ -7,7 +7,7 @@ import type { WatchEncoder, WatchHub, WatchStream } from "../watch/watchHub.js";
 import { ShuttingDown } from "./conditions.js";
 import { toServiceError } from "./errorStatus.js";
 import { parseAfterVersion, parseDeliveryId, parseFields } from "./parse.js";
-import { whenStreamEnds } from "./streamEnd.js";
+import { closeHandle, whenStreamEnds } from "./streamEnd.js";
 import type { StreamRegistry } from "./streamRegistry.js";
 
 /** Pre-encoded WatchDeliveryResponse bytes (Buffers, sent as they are): the hub encodes an update once for all local watchers. */
@@ -60,7 +60,7 @@ export function createWatchHandler({ hub, logger, registry }: WatchHandlerDeps):
       return;
     }
     hub.watch(deliveryId, afterVersion, new CallWatchStream(call, registry)).then(
-      (handle) => whenStreamEnds(call, () => handle.close()),
+      (handle) => whenStreamEnds(call, closeHandle, handle),
       (error: unknown) => call.emit("error", toServiceError(error, logger)),
     );
   };

@@ -5,7 +5,7 @@
 import { EventEmitter } from "node:events";
 import { status } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
-import { whenStreamEnds } from "../../src/grpc/streamEnd.js";
+import { closeHandle, whenStreamEnds } from "../../src/grpc/streamEnd.js";
 
 function tracked(layers = 3) {
   const call = new EventEmitter();
@@ -15,6 +15,23 @@ function tracked(layers = 3) {
 }
 
 describe("whenStreamEnds", () => {
+  it("gives each listener the subject it was added with (a shared function, no closure per call)", () => {
+    const call = new EventEmitter();
+    const seen: string[] = [];
+    const note = (code: status, _details: string | undefined, subject: { name: string }) => seen.push(`${subject.name}:${status[code]}`);
+    const handle = { closed: 0, close() { this.closed++; } };
+    whenStreamEnds(call, note, { name: "a" });
+    whenStreamEnds(call, closeHandle, handle);
+    whenStreamEnds(call, note, { name: "b" });
+    call.emit("cancelled");
+    call.emit("close");
+    expect(seen).toEqual(["a:CANCELLED", "b:CANCELLED"]);
+    expect(handle.closed).toBe(1);
+    // Added after the end: called at once, with its subject.
+    whenStreamEnds(call, note, { name: "late" });
+    expect(seen.at(-1)).toBe("late:CANCELLED");
+  });
+
   it("adds one listener per event to the call, whatever the number of layers", () => {
     const { call } = tracked(5);
     for (const event of ["error", "finish", "cancelled", "close"]) expect(call.listenerCount(event)).toBe(1);
