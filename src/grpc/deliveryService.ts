@@ -43,13 +43,16 @@ function recordResponse(record: RecordedEvent): CreateDeliveryResponse {
 export function createDeliveryService({ app, logger, watchDelivery, watchDeliveries }: DeliveryServiceDeps): DeliveryServiceServer {
   function unary<Req, Res>(handle: (request: Req, call: ServerUnaryCall<Req, unknown>) => Promise<Res>): handleUnaryCall<Req, Res> {
     return (call, callback) => {
-      // parse errors throw synchronously inside handle; the promise chain catches both.
-      Promise.resolve()
-        .then(() => handle(call.request, call))
-        .then(
-          (response) => callback(null, response),
-          (error: unknown) => callback(toServiceError(error, logger)),
-        );
+      const fail = (error: unknown) => callback(toServiceError(error, logger));
+      let answer: Promise<Res>;
+      try {
+        // A parse error throws synchronously inside handle.
+        answer = handle(call.request, call);
+      } catch (error) {
+        fail(error);
+        return;
+      }
+      answer.then((response) => callback(null, response), fail);
     };
   }
 

@@ -12,17 +12,26 @@ const TRANSIENT_REPLY = /^(LOADING|BUSY|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN
  * Runs a Redis operation; connection loss, timeouts and transient replies
  * become StoreUnavailable. Other reply errors are bugs and pass through.
  */
-export async function callRedis<T>(operation: () => Promise<T>): Promise<T> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await operation();
-    } catch (error) {
-      // A slot that just moved: the commands did not run, and the slot map is being refreshed; once more.
-      if (attempt === 0 && isRedirect(error)) continue;
-      if (error instanceof ReplyError && !TRANSIENT_REPLY.test((error as Error).message)) throw error;
-      throw new StoreUnavailable(error);
-    }
+export function callRedis<T>(operation: () => Promise<T>): Promise<T> {
+  return attempt(operation).catch((error: unknown) => {
+    // A slot that just moved: the commands did not run, and the slot map is being refreshed; once more.
+    if (isRedirect(error)) return attempt(operation).catch(unavailable);
+    return unavailable(error);
+  });
+}
+
+/** The operation's promise; a synchronous throw becomes a rejection. */
+function attempt<T>(operation: () => Promise<T>): Promise<T> {
+  try {
+    return operation();
+  } catch (error) {
+    return Promise.reject(error);
   }
+}
+
+function unavailable(error: unknown): never {
+  if (error instanceof ReplyError && !TRANSIENT_REPLY.test((error as Error).message)) throw error;
+  throw new StoreUnavailable(error);
 }
 
 const REDIRECT = /^(MOVED|ASK)\b|All keys in the pipeline should belong/;

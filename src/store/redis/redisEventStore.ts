@@ -119,11 +119,16 @@ export function createRedisEventStore({
 
   // The layout is read once; while Redis is unreachable every call tries again.
   let opened: Promise<RedisKeys> | undefined;
+  // Once read, every call takes it without a wait (`layout ?? (await keys())`).
+  let layout: RedisKeys | undefined;
   const keys = (): Promise<RedisKeys> => {
-    opened ??= openLayout(redis, keyPrefix, partitions).catch((error: unknown) => {
-      opened = undefined;
-      throw error;
-    });
+    opened ??= openLayout(redis, keyPrefix, partitions).then(
+      (k) => (layout = k),
+      (error: unknown) => {
+        opened = undefined;
+        throw error;
+      },
+    );
     return opened;
   };
 
@@ -163,14 +168,14 @@ export function createRedisEventStore({
     retentionMs: feedRetentionMs,
     partitions: async () => (await keys()).partitions,
     async heads() {
-      const k = await keys();
+      const k = layout ?? (await keys());
       const last = await callRedis(() =>
         Promise.all(Array.from({ length: k.partitions }, (_, p) => redis.xrevrange(k.partition(p).feed, "+", "-", "COUNT", 1))),
       );
       return last.map((entries) => entries[0]?.[0] ?? "0-0");
     },
     async read(partition, after, limit) {
-      const k = await keys();
+      const k = layout ?? (await keys());
       const entries = (await callRedis(() => redis.xrange(k.partition(partition).feed, `(${after}`, "+", "COUNT", limit))) as [string, string[]][];
       return entries.map(([id, fields]) => feedEntryOf(partition, id, fields));
     },
@@ -181,7 +186,7 @@ export function createRedisEventStore({
     feed,
 
     async load(deliveryId, requestId): Promise<LoadedDelivery> {
-      const k = await keys();
+      const k = layout ?? (await keys());
       const d = k.delivery(deliveryId);
       const [entries, prior] = await callRedis(() =>
         Promise.all([
@@ -203,7 +208,7 @@ export function createRedisEventStore({
     },
 
     async append({ record, expectedVersion, previousStatus, fingerprint }): Promise<AppendResult> {
-      const k = await keys();
+      const k = layout ?? (await keys());
       const { event, delivery } = record;
       const d = k.delivery(event.deliveryId);
       const before = previousStatus === "NONE" ? delivery.status : previousStatus;
@@ -242,14 +247,14 @@ export function createRedisEventStore({
     },
 
     async readAt(deliveryId, version) {
-      const records = await recordsUntil(await keys(), deliveryId, version);
+      const records = await recordsUntil(layout ?? (await keys()), deliveryId, version);
       return records.length === version ? records[version - 1] : undefined;
     },
 
     async readAfter(deliveryId, afterVersion, limit, stateAt) {
       if (limit <= 0) return [];
       const from = stateAt !== undefined && stateAt.version === afterVersion ? stateAt : initialState;
-      const records = await recordsUntil(await keys(), deliveryId, afterVersion + limit, from);
+      const records = await recordsUntil(layout ?? (await keys()), deliveryId, afterVersion + limit, from);
       return records.slice(afterVersion - from.version);
     },
 
@@ -257,7 +262,7 @@ export function createRedisEventStore({
       if (cursor !== undefined && !CURSOR.test(cursor)) {
         throw new InvalidInput("page_token is not one this service issued", "page_token", "PAGE_TOKEN_INVALID");
       }
-      const k = await keys();
+      const k = layout ?? (await keys());
       const wanted: readonly IndexedStatus[] = statuses.length > 0 ? (statuses as readonly IndexedStatus[]) : INDEXED_STATUSES;
       const asc = order === "asc";
       const from = cursor === undefined ? (asc ? "-" : "+") : `(${cursor}`;
@@ -293,7 +298,7 @@ export function createRedisEventStore({
     },
 
     async *scan(statuses, batch) {
-      const k = await keys();
+      const k = layout ?? (await keys());
       const wanted: readonly IndexedStatus[] = statuses.length > 0 ? (statuses as readonly IndexedStatus[]) : INDEXED_STATUSES;
       const allowed = new Set<DeliveryStatus>(wanted);
       for (let p = 0; p < k.partitions; p++) {
@@ -320,13 +325,13 @@ export function createRedisEventStore({
 
     async currentVersions(deliveryIds) {
       if (deliveryIds.length === 0) return [];
-      const k = await keys();
+      const k = layout ?? (await keys());
       return callRedis(() => Promise.all(deliveryIds.map((id) => redis.llen(k.delivery(id).log))));
     },
 
     async sweep() {
       if (retainFinishedForMs === undefined) return 0;
-      const k = await keys();
+      const k = layout ?? (await keys());
       const nowMs = now();
       let deleted = 0;
       for (let p = 0; p < k.partitions; p++) {
