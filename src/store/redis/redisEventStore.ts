@@ -188,12 +188,11 @@ export function createRedisEventStore({
     async load(deliveryId, requestId): Promise<LoadedDelivery> {
       const k = layout ?? (await keys());
       const d = k.delivery(deliveryId);
-      const [entries, prior] = await callRedis(() =>
-        Promise.all([
-          redis.lrangeBuffer(d.log, 0, -1),
-          requestId === undefined ? Promise.resolve(null) : redis.hget(d.requests, requestField(requestId, true)),
-        ]),
-      );
+      // Sent together (one round trip); a read without a request id asks for the log alone.
+      const [entries, prior] =
+        requestId === undefined
+          ? [await callRedis(() => redis.lrangeBuffer(d.log, 0, -1)), null]
+          : await callRedis(() => Promise.all([redis.lrangeBuffer(d.log, 0, -1), redis.hget(d.requests, requestField(requestId, true))]));
       const state = foldState(deliveryId, entries);
       // A delivery past its retention is gone: delete it now rather than at the next sweep.
       if (isDue(state)) {

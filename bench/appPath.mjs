@@ -1,0 +1,72 @@
+/**
+ * The service's own path per command, outside gRPC: the application, the
+ * Redis store and ioredis against a private redis-server, 64 concurrent
+ * callers running delivery lives (create, start, increase budget, pick up,
+ * deliver, with request ids), each command's response encoded as the gRPC
+ * handler would. Prints the CPU per command of this process (µs) and the
+ * rate, per window; the first window is a warm-up.
+ *
+ *   npm run build && node bench/appPath.mjs [--windows 4] [--ms 2000] [--concurrency 64]
+ *
+ * BENCH_SERVICE_DIST: another build than ../dist (a patched copy under bench/results/).
+ */
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Redis } from "ioredis";
+import { startRedis } from "./lib/redisServer.mjs";
+
+const { values } = parseArgs({ options: { windows: { type: "string", default: "4" }, ms: { type: "string", default: "2000" }, concurrency: { type: "string", default: "64" } } });
+const dist = process.env.BENCH_SERVICE_DIST ? pathToFileURL(`${path.resolve(process.env.BENCH_SERVICE_DIST)}/`).href : new URL("../dist/", import.meta.url).href;
+const { createRedisEventStore } = await import(`${dist}store/redis/redisEventStore.js`);
+const { createDeliveryApp } = await import(`${dist}app/deliveryApp.js`);
+const { withDeadline } = await import(`${dist}store/redis/deadline.js`);
+const { updateBytes } = await import(`${dist}mapping/protoMapping.js`);
+
+const LIFE = [
+  { type: "CreateDelivery", budgetMinor: 1_000_000, notes: "leave at the door, ring twice; fragile: glassware" },
+  { type: "StartDelivery" },
+  { type: "IncreaseBudget", amountMinor: 500 },
+  { type: "PickupProducts", purchasePriceMinor: 300, quantity: 2 },
+  { type: "DeliverProducts", sellPriceMinor: 400, quantity: 2 },
+];
+
+const redisServer = await startRedis();
+const redis = new Redis(redisServer.url, { enableAutoPipelining: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: true });
+try {
+  await redis.connect();
+  // As the server builds them: a deadline per call, the default partitions.
+  const store = createRedisEventStore({ redis, within: withDeadline(2_000) });
+  const app = createDeliveryApp({ store });
+  let commands = 0;
+  let stop = false;
+  const worker = async (w) => {
+    for (let n = 0; !stop; n++) {
+      const id = `app-${w}-${n}-${Date.now().toString(36)}`;
+      for (const [step, command] of LIFE.entries()) {
+        if (stop) return;
+        updateBytes(await app.execute(id, command, { requestId: `${id}-${step}` }));
+        commands++;
+      }
+    }
+  };
+  for (let window = 0; window < Number(values.windows); window++) {
+    stop = false;
+    const workers = Array.from({ length: Number(values.concurrency) }, (_, w) => worker(w));
+    await sleep(300);
+    const cpu = process.cpuUsage();
+    const before = commands;
+    const t0 = performance.now();
+    await sleep(Number(values.ms));
+    const used = process.cpuUsage(cpu);
+    const done = commands - before;
+    const seconds = (performance.now() - t0) / 1000;
+    stop = true;
+    await Promise.all(workers);
+    console.log(`window ${window + 1}${window === 0 ? " (warm-up)" : ""}: ${((used.user + used.system) / done).toFixed(1)} µs CPU per command, ${Math.round(done / seconds)} commands/s`);
+  }
+} finally {
+  redis.disconnect();
+  await redisServer.stop();
+}
