@@ -65,10 +65,18 @@ class Writer {
     // At most 3 bytes per UTF-16 unit: a short string's length fits the one byte reserved.
     if (s.length <= 42) {
       this.ensure(1 + s.length * 3);
-      const start = this.pos++;
-      const written = this.buf.write(s, this.pos);
-      this.buf[start] = written;
-      this.pos += written;
+      const buf = this.buf;
+      const start = this.pos;
+      // ASCII byte by byte: for strings this short, cheaper than a call into the native writer.
+      let i = 0;
+      for (; i < s.length; i++) {
+        const code = s.charCodeAt(i);
+        if (code > 0x7f) break;
+        buf[start + 1 + i] = code;
+      }
+      const written = i === s.length ? i : buf.write(s, start + 1);
+      buf[start] = written;
+      this.pos = start + 1 + written;
       return;
     }
     const length = Buffer.byteLength(s);
