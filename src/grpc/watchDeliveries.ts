@@ -7,6 +7,7 @@ import {
 } from "../gen/delivery/v1/delivery.js";
 import type { Logger } from "../logger.js";
 import { toProtoDelivery, toProtoEvent } from "../mapping/protoMapping.js";
+import { STATUS_TO_PROTO } from "../mapping/wire.js";
 import { ShuttingDown } from "./conditions.js";
 import { encoded } from "../mapping/sharedWriter.js";
 import type { BinaryWriter } from "@bufbuild/protobuf/wire";
@@ -15,14 +16,8 @@ import { parseFields, parseResumeToken, parseStatuses } from "./parse.js";
 import { closeHandle, whenStreamEnds } from "./streamEnd.js";
 import type { StreamRegistry } from "./streamRegistry.js";
 
-const PROTO_STATUS = {
-  NONE: ProtoStatus.DELIVERY_STATUS_UNSPECIFIED,
-  READY: ProtoStatus.DELIVERY_STATUS_READY,
-  ACTIVE: ProtoStatus.DELIVERY_STATUS_ACTIVE,
-  COLLECTED: ProtoStatus.DELIVERY_STATUS_COLLECTED,
-  COMPLETED: ProtoStatus.DELIVERY_STATUS_COMPLETED,
-  CANCELLED: ProtoStatus.DELIVERY_STATUS_CANCELLED,
-} as const;
+/** A change's status before it: none for a creation. */
+const PROTO_STATUS = { NONE: ProtoStatus.DELIVERY_STATUS_UNSPECIFIED, ...STATUS_TO_PROTO } as const;
 
 /** WatchDeliveriesResponse bytes (a Buffer, sent as it is): the hub encodes each change once for every watcher it goes to. */
 export const feedEncoder: FeedEncoder = {

@@ -5,15 +5,8 @@
  */
 import type { Delivery, DeliveryEvent, DeliveryEventData, DeliveryStatus } from "../domain/index.js";
 import * as pb from "../gen/delivery/v1/delivery.js";
-import { encodeChange } from "./wire.js";
+import { encodeChange, STATUS_TO_PROTO } from "./wire.js";
 
-const STATUS_TO_PROTO: { readonly [S in DeliveryStatus]: pb.DeliveryStatus } = {
-  READY: pb.DeliveryStatus.DELIVERY_STATUS_READY,
-  ACTIVE: pb.DeliveryStatus.DELIVERY_STATUS_ACTIVE,
-  COLLECTED: pb.DeliveryStatus.DELIVERY_STATUS_COLLECTED,
-  COMPLETED: pb.DeliveryStatus.DELIVERY_STATUS_COMPLETED,
-  CANCELLED: pb.DeliveryStatus.DELIVERY_STATUS_CANCELLED,
-};
 
 const STATUS_FROM_PROTO = new Map(
   Object.entries(STATUS_TO_PROTO).map(([name, value]) => [value, name as DeliveryStatus]),

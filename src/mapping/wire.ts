@@ -12,8 +12,16 @@
  * repeated, unknown fields skipped), as the generated one does.
  */
 import type { Delivery, DeliveryEvent, DeliveryEventData, DeliveryStatus } from "../domain/index.js";
+import { DeliveryStatus as ProtoStatus } from "../gen/delivery/v1/delivery.js";
 
-const STATUS_NUMBERS: { readonly [S in DeliveryStatus]: number } = { READY: 1, ACTIVE: 2, COLLECTED: 3, COMPLETED: 4, CANCELLED: 5 };
+/** The contract's number of each status (protoMapping.ts maps with it too). */
+export const STATUS_TO_PROTO: { readonly [S in DeliveryStatus]: ProtoStatus } = {
+  READY: ProtoStatus.DELIVERY_STATUS_READY,
+  ACTIVE: ProtoStatus.DELIVERY_STATUS_ACTIVE,
+  COLLECTED: ProtoStatus.DELIVERY_STATUS_COLLECTED,
+  COMPLETED: ProtoStatus.DELIVERY_STATUS_COMPLETED,
+  CANCELLED: ProtoStatus.DELIVERY_STATUS_CANCELLED,
+};
 
 const VARINT = 0;
 const I64 = 1;
@@ -208,7 +216,7 @@ function kindField(w: Writer, data: DeliveryEventData): void {
 
 function deliveryBody(w: Writer, d: Delivery): void {
   stringField(w, 1, d.id);
-  int64Field(w, 2, STATUS_NUMBERS[d.status]);
+  int64Field(w, 2, STATUS_TO_PROTO[d.status]);
   int64Field(w, 3, d.budgetMinor);
   stringField(w, 4, d.notes);
   int64Field(w, 5, d.purchasePriceMinor);
