@@ -18,6 +18,12 @@ import { Redis } from "ioredis";
 import { startRedis } from "./lib/redisServer.mjs";
 
 const { values } = parseArgs({ options: { windows: { type: "string", default: "4" }, ms: { type: "string", default: "2000" }, concurrency: { type: "string", default: "64" } } });
+for (const [name, value] of Object.entries(values)) {
+  if (!/^[1-9]\d{0,5}$/.test(value)) {
+    console.error(`--${name} must be a positive integer (at most 6 digits), got ${value}`);
+    process.exit(2);
+  }
+}
 const dist = process.env.BENCH_SERVICE_DIST ? pathToFileURL(`${path.resolve(process.env.BENCH_SERVICE_DIST)}/`).href : new URL("../dist/", import.meta.url).href;
 const { createRedisEventStore } = await import(`${dist}store/redis/redisEventStore.js`);
 const { createDeliveryApp } = await import(`${dist}app/deliveryApp.js`);
