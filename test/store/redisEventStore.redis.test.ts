@@ -4,7 +4,7 @@
  * connection handling. Everything else is in the contract suite.
  */
 import { createServer } from "node:net";
-import type { Redis } from "ioredis";
+import { Command, type Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { StoreUnavailable } from "../../src/domain/index.js";
 import type { AppendResult, EventStore } from "../../src/store/eventStore.js";
@@ -12,6 +12,7 @@ import { decodePartitionMessage, decodeStoredEvent, decodeUpdate } from "../../s
 import { createRedisKeys, DEFAULT_PARTITIONS } from "../../src/store/redis/keys.js";
 import { createRedisConnection } from "../../src/store/redis/redisConnection.js";
 import { createRedisEventStore, StoreLayoutError } from "../../src/store/redis/redisEventStore.js";
+import { respCommand } from "../../src/store/redis/scripts.js";
 import { hashSlot } from "../../src/store/redis/slots.js";
 import { cmd, recordOn, recordsOf } from "../domain/deliveryScenario.js";
 import { keysUnder } from "../grpc/e2e.support.js";
@@ -328,6 +329,37 @@ describe("redis event store: Redis specifics", () => {
 
     it("refuses a key prefix with a NUL character", () => {
       expect(() => createRedisEventStore({ redis, keyPrefix: "bad\0prefix:" })).toThrow(/NUL/);
+    });
+  });
+
+  describe("script calls", () => {
+    it("are written byte for byte as ioredis writes a command", () => {
+      const cases: (string | Buffer)[][] = [
+        [],
+        ["sha", "6", "l:{p}:d-1", ""],
+        ["1\0fp\0d-1\0", Buffer.from([0, 1, 2, 255]), Buffer.alloc(0), "日本 notes", Buffer.alloc(300, 7)],
+        [Buffer.alloc(10_000, 1), "x".repeat(12_345)],
+      ];
+      for (const args of cases) {
+        const expected = new Command("evalsha", [...args]).toWritable({});
+        expect(respCommand("evalsha", args)).toEqual(Buffer.isBuffer(expected) ? expected : Buffer.from(expected));
+      }
+    });
+
+    it("use the service's own command writer for every script (with this ioredis)", () => {
+      const scripts = (redis as unknown as { scriptsSet: Record<string, { Command: { name: string } }> }).scriptsSet;
+      expect(Object.keys(scripts)).toEqual(["appendEvent", "deleteDelivery", "importDelivery"]);
+      for (const script of Object.values(scripts)) expect(script.Command.name).toBe("ScriptCommand");
+    });
+
+    it("load the script again after Redis has forgotten it (SCRIPT FLUSH), and append once", async () => {
+      const [created, started] = recordsOf("d-flush", [cmd.create(1000, "n"), cmd.start()]);
+      expect((await store.append({ record: created!, expectedVersion: 0, previousStatus: "NONE", fingerprint: "fp-1" })).outcome).toBe("appended");
+      await redis.script("FLUSH");
+      expect((await store.append({ record: started!, expectedVersion: 1, previousStatus: "READY", fingerprint: "fp-2" })).outcome).toBe("appended");
+      expect(await store.readAfter("d-flush", 0, 10)).toEqual([created, started]);
+      // Loaded again: the next call goes by its hash, and the script still guards the version.
+      expect((await store.append({ record: started!, expectedVersion: 1, previousStatus: "READY", fingerprint: "fp-2" })).outcome).toBe("conflict");
     });
   });
 
