@@ -14,7 +14,7 @@
  * --cpu-prof writes a V8 CPU profile of the server child per measured window to
  * bench/results/profiles/ (summarise with bench/profileTop.mjs). BENCH_SERVICE_DIST=dir
  * measures another build of the service (a patched copy of dist/ under bench/results/).
- * BENCH_DEADLINE_MS overrides the hard deadline (default 600 s, 90 s with --smoke).
+ * BENCH_DEADLINE_MS overrides the hard deadline (default 900 s, 90 s with --smoke).
  * --nats picks the NATS peers: kv (KV, memory storage), file (KV, file storage), core (core
  * NATS subjects); default all three, kv alone with --smoke.
  *
@@ -82,7 +82,7 @@ if (flags.cluster) ONLY.add("cluster");
 else if (ONLY.has("cluster") && (SMOKE || !CLUSTER_SUPPORT.ok)) ONLY.delete("cluster");
 const CFG = SMOKE
   ? { warmupMs: 100, durationMs: 250, levels: [1, 16, 64], readIds: 64, watchers: [20], cadenceCommands: 5, closedLoopMs: 300, idleMs: 200, catchUpEvents: 200, scaleWatchers: 400, scaleProcesses: 4, scaleChannels: 8, deadlineMs: 90_000 }
-  : { warmupMs: 300, durationMs: 1_500, levels: [1, 16, 64], readIds: 256, watchers: [100, 1_000, 5_000], cadenceCommands: 20, closedLoopMs: 1_500, idleMs: 700, catchUpEvents: 10_000, scaleWatchers: 20_000, scaleProcesses: 4, scaleChannels: 8, deadlineMs: 600_000 };
+  : { warmupMs: 300, durationMs: 1_500, levels: [1, 16, 64], readIds: 256, watchers: [100, 1_000, 5_000], cadenceCommands: 20, closedLoopMs: 1_500, idleMs: 700, catchUpEvents: 10_000, scaleWatchers: 20_000, scaleProcesses: 4, scaleChannels: 8, deadlineMs: 900_000 };
 if (process.env.BENCH_DEADLINE_MS) CFG.deadlineMs = Number(process.env.BENCH_DEADLINE_MS);
 if (flags.watchers) CFG.watchers = flags.watchers.split(",").map(Number);
 if (flags.levels) CFG.levels = flags.levels.split(",").map(Number);

@@ -3,7 +3,9 @@
  * connections; 20 IncreaseBudget commands at 10/s (latency from the command's
  * acknowledgement, and from its send, to each watcher's receipt), then a
  * closed loop (the next command once every watcher has the last version:
- * delivered messages/s). Baseline: the bare server pushing an update of the
+ * delivered messages/s). From W=5,000 both windows are twice as long (40
+ * commands, 3 s): a 1.5 s loop there is only ~40 rounds, and one collection
+ * pause in a server or a watcher process moved a trial's figures by a fifth. Baseline: the bare server pushing an update of the
  * same size. Peers: NATS JetStream KV watches (memory and file storage) and
  * core NATS subscriptions, through the same watcher processes
  * (bench/lib/natsPeer.mjs).
@@ -23,7 +25,7 @@ import { watchSetup } from "../lib/watchSetup.mjs";
  */
 export async function fanoutTrial(ctx, setup, W, run) {
   const { kind, server, watchers, whenAll, command, open, close } = setup;
-  const { cfg } = ctx;
+  const cfg = W >= 5_000 && !ctx.smoke ? { ...ctx.cfg, cadenceCommands: 2 * ctx.cfg.cadenceCommands, closedLoopMs: 2 * ctx.cfg.closedLoopMs } : ctx.cfg;
   try {
     const opened = await open(W);
     // A few pushes to all W streams, unmeasured: the first ones after opening thousands of
