@@ -3,10 +3,10 @@
  * connections; 20 IncreaseBudget commands at 10/s (latency from the command's
  * acknowledgement, and from its send, to each watcher's receipt), then a
  * closed loop (the next command once every watcher has the last version:
- * delivered messages/s). From W=5,000 both windows are twice as long (40
- * commands, 3 s): a 1.5 s loop there is only ~40 rounds, and one collection
- * pause in a server or a watcher process moved a trial's figures by a fifth. Baseline: the bare server pushing an update of the
- * same size. Peers: NATS JetStream KV watches (memory and file storage) and
+ * delivered messages/s). From W=5,000 this section's windows are twice as
+ * long (40 commands, 3 s): a 1.5 s loop there is only ~40 rounds, and one
+ * collection pause in a server or a watcher process moved a trial's figures
+ * by a fifth. Baseline: the bare server pushing an update of the same size. Peers: NATS JetStream KV watches (memory and file storage) and
  * core NATS subscriptions, through the same watcher processes
  * (bench/lib/natsPeer.mjs).
  */
@@ -22,10 +22,10 @@ import { watchSetup } from "../lib/watchSetup.mjs";
  * Also the firehose and cluster sections' trial: a command's `version` may be
  * any key the watchers report (the firehose's "<id>:<version>"), and then the
  * cadence waits for every command's key, not the highest version.
+ * `cfg`: the sizes of the windows (cadenceCommands, closedLoopMs), ctx.cfg's unless given.
  */
-export async function fanoutTrial(ctx, setup, W, run) {
+export async function fanoutTrial(ctx, setup, W, run, cfg = ctx.cfg) {
   const { kind, server, watchers, whenAll, command, open, close } = setup;
-  const cfg = W >= 5_000 && !ctx.smoke ? { ...ctx.cfg, cadenceCommands: 2 * ctx.cfg.cadenceCommands, closedLoopMs: 2 * ctx.cfg.closedLoopMs } : ctx.cfg;
   try {
     const opened = await open(W);
     // A few pushes to all W streams, unmeasured: the first ones after opening thousands of
@@ -152,6 +152,12 @@ function logTrial(ctx, kind, W, r, t) {
   );
 }
 
+/** This section's windows at W: twice as long from W=5,000 (not in a smoke). */
+function windowsAt(ctx, W) {
+  const { cfg } = ctx;
+  return W >= 5_000 && !ctx.smoke ? { ...cfg, cadenceCommands: 2 * cfg.cadenceCommands, closedLoopMs: 2 * cfg.closedLoopMs } : cfg;
+}
+
 async function run(ctx) {
   const fanout = {};
   const peers = ctx.nats.peers;
@@ -161,14 +167,14 @@ async function run(ctx) {
     for (let r = 0; r < ctx.runs; r++) {
       // Our two servers, then the NATS peers, alternating run by run.
       for (const kind of ["bare", "real"]) {
-        const t = await fanoutTrial(ctx, await watchSetup(ctx, kind, W, r), W, r);
+        const t = await fanoutTrial(ctx, await watchSetup(ctx, kind, W, r), W, r, windowsAt(ctx, W));
         runs[kind].push(t);
         logTrial(ctx, kind, W, r, t);
       }
       for (const peer of peers) {
         if (failures[peer]) continue;
         try {
-          const t = await fanoutTrial(ctx, await natsWatchSetup(ctx, peer, W, r), W, r);
+          const t = await fanoutTrial(ctx, await natsWatchSetup(ctx, peer, W, r), W, r, windowsAt(ctx, W));
           runs[peer].push(t);
           logTrial(ctx, peer, W, r, t);
         } catch (error) {
