@@ -4,9 +4,11 @@
  * callers running delivery lives (create, start, increase budget, pick up,
  * deliver, with request ids), each command's response encoded as the gRPC
  * handler would. Prints the CPU per command of this process (µs) and the
- * rate, per window; the first window is a warm-up.
+ * rate, per window; the first window is a warm-up. With --reads, the path of
+ * GetDelivery instead: 2,000 deliveries of 3 events each (as the bench's
+ * reads section), read at random and encoded as the handler does.
  *
- *   npm run build && node bench/appPath.mjs [--windows 4] [--ms 2000] [--concurrency 64]
+ *   npm run build && node bench/appPath.mjs [--windows 4] [--ms 2000] [--concurrency 64] [--reads]
  *
  * BENCH_SERVICE_DIST: another build than ../dist (a patched copy under bench/results/).
  */
@@ -17,7 +19,11 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import { startRedis } from "./lib/redisServer.mjs";
 
-const { values } = parseArgs({ options: { windows: { type: "string", default: "4" }, ms: { type: "string", default: "2000" }, concurrency: { type: "string", default: "64" } } });
+const { values } = parseArgs({
+  options: { windows: { type: "string", default: "4" }, ms: { type: "string", default: "2000" }, concurrency: { type: "string", default: "64" }, reads: { type: "boolean", default: false } },
+});
+const reads = values.reads;
+delete values.reads;
 for (const [name, value] of Object.entries(values)) {
   if (!/^[1-9]\d{0,5}$/.test(value)) {
     console.error(`--${name} must be a positive integer (at most 6 digits), got ${value}`);
@@ -29,6 +35,7 @@ const { createRedisEventStore } = await import(`${dist}store/redis/redisEventSto
 const { createDeliveryApp } = await import(`${dist}app/deliveryApp.js`);
 const { withDeadline } = await import(`${dist}store/redis/deadline.js`);
 const { updateBytes } = await import(`${dist}mapping/protoMapping.js`);
+const { encodeDeliveryIn } = await import(`${dist}mapping/wire.js`);
 
 const LIFE = [
   { type: "CreateDelivery", budgetMinor: 1_000_000, notes: "leave at the door, ring twice; fragile: glassware" },
@@ -47,7 +54,24 @@ try {
   const app = createDeliveryApp({ store });
   let commands = 0;
   let stop = false;
-  const worker = async (w) => {
+  const readIds = [];
+  if (reads) {
+    const tag = Date.now().toString(36);
+    for (let i = 0; i < 2_000; i += 50) {
+      const ids = Array.from({ length: 50 }, (_, j) => `read-${i + j}-${tag}`);
+      await Promise.all(ids.map(async (id) => {
+        for (const [step, command] of LIFE.slice(0, 3).entries()) await app.execute(id, command, { requestId: `${id}-${step}` });
+      }));
+      readIds.push(...ids);
+    }
+  }
+  const reader = async (w) => {
+    for (let n = w; !stop; n += 7) {
+      encodeDeliveryIn(1, await app.get(readIds[n % readIds.length], undefined));
+      commands++;
+    }
+  };
+  const commander = async (w) => {
     for (let n = 0; !stop; n++) {
       const id = `app-${w}-${n}-${Date.now().toString(36)}`;
       for (const [step, command] of LIFE.entries()) {
@@ -57,6 +81,8 @@ try {
       }
     }
   };
+  const worker = reads ? reader : commander;
+  const what = reads ? "read" : "command";
   for (let window = 0; window < Number(values.windows); window++) {
     stop = false;
     const workers = Array.from({ length: Number(values.concurrency) }, (_, w) => worker(w));
@@ -70,7 +96,7 @@ try {
     const seconds = (performance.now() - t0) / 1000;
     stop = true;
     await Promise.all(workers);
-    console.log(`window ${window + 1}${window === 0 ? " (warm-up)" : ""}: ${((used.user + used.system) / done).toFixed(1)} µs CPU per command, ${Math.round(done / seconds)} commands/s`);
+    console.log(`window ${window + 1}${window === 0 ? " (warm-up)" : ""}: ${((used.user + used.system) / done).toFixed(1)} µs CPU per ${what}, ${Math.round(done / seconds)} ${what}s/s`);
   }
 } finally {
   redis.disconnect();
