@@ -22,9 +22,9 @@ import { startRedis } from "./lib/redisServer.mjs";
 const { values } = parseArgs({
   options: { windows: { type: "string", default: "4" }, ms: { type: "string", default: "2000" }, concurrency: { type: "string", default: "64" }, reads: { type: "boolean", default: false } },
 });
-const reads = values.reads;
-delete values.reads;
-for (const [name, value] of Object.entries(values)) {
+const { reads } = values;
+for (const name of ["windows", "ms", "concurrency"]) {
+  const value = values[name];
   if (!/^[1-9]\d{0,5}$/.test(value)) {
     console.error(`--${name} must be a positive integer (at most 6 digits), got ${value}`);
     process.exit(2);
@@ -52,7 +52,7 @@ try {
   // As the server builds them: a deadline per call, the default partitions.
   const store = createRedisEventStore({ redis, within: withDeadline(2_000) });
   const app = createDeliveryApp({ store });
-  let commands = 0;
+  let calls = 0;
   let stop = false;
   const readIds = [];
   if (reads) {
@@ -68,7 +68,7 @@ try {
   const reader = async (w) => {
     for (let n = w; !stop; n += 7) {
       encodeDeliveryIn(1, await app.get(readIds[n % readIds.length], undefined));
-      commands++;
+      calls++;
     }
   };
   const commander = async (w) => {
@@ -77,7 +77,7 @@ try {
       for (const [step, command] of LIFE.entries()) {
         if (stop) return;
         updateBytes(await app.execute(id, command, { requestId: `${id}-${step}` }));
-        commands++;
+        calls++;
       }
     }
   };
@@ -88,11 +88,11 @@ try {
     const workers = Array.from({ length: Number(values.concurrency) }, (_, w) => worker(w));
     await sleep(300);
     const cpu = process.cpuUsage();
-    const before = commands;
+    const before = calls;
     const t0 = performance.now();
     await sleep(Number(values.ms));
     const used = process.cpuUsage(cpu);
-    const done = commands - before;
+    const done = calls - before;
     const seconds = (performance.now() - t0) / 1000;
     stop = true;
     await Promise.all(workers);
