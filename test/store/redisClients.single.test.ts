@@ -72,6 +72,15 @@ describe("single Redis", () => {
     await expect(clients.within(() => clients.commands.get("t:single:k"))).resolves.toBe("v");
   });
 
+  it("sends the calls of one turn in one write, in order", async () => {
+    const readsByRedis = async () => Number(parseInfo(String(await redisCommand(server.port, ["INFO", "stats"]))).total_reads_processed);
+    const before = await readsByRedis();
+    const calls = Array.from({ length: 300 }, (_, i) => clients.within(() => clients.commands.echo(`call-${i}`)));
+    expect(await Promise.all(calls)).toEqual(Array.from({ length: 300 }, (_, i) => `call-${i}`));
+    // 300 commands (about 9 KB) in one socket write are one read for Redis; each INFO adds its own connection's.
+    expect((await readsByRedis()) - before).toBeLessThanOrEqual(6);
+  });
+
   it("delivers sharded messages, also from a script", async () => {
     await clients.subscriptions.subscribe("t:c:{a}:1");
     await clients.subscriptions.subscribe("t:c:{b}:2"); // another slot: standalone takes both
@@ -129,14 +138,14 @@ describe("single Redis", () => {
   it("while Redis is frozen, every call fails within the deadline from its arrival; then recovers within a second", async () => {
     const callers = 64;
     const freezeMs = 1_500;
-    // ioredis' commandTimeout alone, for comparison: a call queued behind a frozen pipeline waits for it first.
+    // ioredis' commandTimeout alone, for comparison (from the command's write; on this client a backstop at twice the deadline).
     const measure = async (call: () => Promise<unknown>) => {
       const errors: number[] = [];
       let successes = 0;
       const stopAt = Date.now() + freezeMs;
       await Promise.all(
         Array.from({ length: callers }, async (_, i) => {
-          // Staggered arrivals: most calls arrive while a pipeline is already in flight.
+          // Staggered arrivals: most calls arrive while earlier ones are already waiting.
           await new Promise((resolve) => setTimeout(resolve, (i * TIMEOUT_MS) / callers));
           while (Date.now() < stopAt) {
             const started = performance.now();

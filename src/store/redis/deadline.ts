@@ -2,12 +2,14 @@
  * A deadline per Redis call, counted from the call's arrival.
  *
  * ioredis' own `commandTimeout` starts when a command is written to the
- * socket. With auto-pipelining only one pipeline per node is in flight, so a
- * command that arrives while Redis is frozen (SIGSTOP, a long fork, a dead
- * network path without RST) first waits for the pipeline ahead of it to time
- * out, then for its own: calls waited for as long as the freeze lasted.
- * callWithin() races the call against a timer started when it arrives, so the
- * caller gets an error within `ms` whatever is queued ahead of it.
+ * socket, and a command can wait before that: a Cluster holds commands back
+ * while it follows a redirection or refreshes its slot map, and with ioredis'
+ * auto-pipelining (which this service used before writeBatching.ts) only one
+ * pipeline per node was in flight, so calls made while Redis was frozen
+ * (SIGSTOP, a long fork, a dead network path without RST) waited for as long
+ * as the freeze lasted. callWithin() races the call against a timer started
+ * when it arrives, so the caller gets an error within `ms` whatever is queued
+ * ahead of it.
  *
  * A call that missed its deadline may still be carried out by Redis later (it
  * is already queued or on the wire and cannot be taken back): an append that

@@ -26,6 +26,7 @@ import { CommandDeadlineError, withDeadline } from "./deadline.js";
 import type { ClusterTarget, RedisServerTarget, SentinelTarget, SingleTarget } from "./redisTarget.js";
 import { createShardedSubscriptions, type ShardedSubscriptions, type SubscriptionsLost } from "./shardedSubscriptions.js";
 import { hashSlot } from "./slots.js";
+import { createWriteBatching } from "./writeBatching.js";
 
 /** The command client (ioredis 5). */
 export type RedisClient = Redis | Cluster;
@@ -62,7 +63,7 @@ export interface RedisClientsOptions {
 
 export interface RedisClients {
   readonly target: RedisServerTarget;
-  /** Commands: auto-pipelined, no offline queue. Give every call a deadline with `within`. */
+  /** Commands: no offline queue. Make every call through `within`: it gives the call its deadline and batches its write. */
   readonly commands: RedisClient;
   /** The subscriber client; use `subscriptions` rather than its SSUBSCRIBE directly. */
   readonly subscriber: SubscriberClient;
@@ -140,12 +141,19 @@ function retryDelay(times: number): number {
   return Math.min(50 * 2 ** times, 1_000);
 }
 
-/** Options every data-node connection shares. */
-function connectionOptions(target: RedisServerTarget, connectionName: string, tls: ConnectionOptions | undefined) {
+/**
+ * Options every data-node connection shares. ioredis' own commandTimeout
+ * counts from a command's write. The subscriber's is the deadline. The
+ * command client's calls are written as they are made (writeBatching.ts), so
+ * its timer would fire with `within`'s and win the race; there it is a
+ * backstop at twice the deadline, for what does not go through `within`
+ * (ioredis' own ready check, the layout read at start).
+ */
+function connectionOptions(target: RedisServerTarget, connectionName: string, subscriber: boolean, tls: ConnectionOptions | undefined) {
   return {
     connectionName,
     connectTimeout: Math.max(target.commandTimeoutMs, 1_000),
-    commandTimeout: target.commandTimeoutMs,
+    commandTimeout: subscriber ? target.commandTimeoutMs : 2 * target.commandTimeoutMs,
     ...(tls ? { tls } : {}),
   } satisfies RedisOptions;
 }
@@ -159,12 +167,11 @@ function tlsOptions(target: RedisServerTarget, ca: Buffer | undefined): Connecti
 /* The option builders' results suit the clients of either release: no annotation, so their own types. */
 function singleOptions(target: SingleTarget, name: string, subscriber: boolean, tls: ConnectionOptions | undefined) {
   return {
-    ...connectionOptions(target, name, tls),
+    ...connectionOptions(target, name, subscriber, tls),
     // Re-subscription belongs to shardedSubscriptions.ts.
     autoResubscribe: false,
-    // Concurrent commands share socket writes; at high concurrency the write
-    // syscall per command was the largest single cost.
-    enableAutoPipelining: !subscriber,
+    // Concurrent commands share socket writes through writeBatching.ts instead.
+    enableAutoPipelining: false,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     retryStrategy: retryDelay,
@@ -174,7 +181,7 @@ function singleOptions(target: SingleTarget, name: string, subscriber: boolean, 
 
 function sentinelOptions(target: SentinelTarget, name: string, subscriber: boolean, tls: ConnectionOptions | undefined) {
   return {
-    ...connectionOptions(target, name, tls),
+    ...connectionOptions(target, name, subscriber, tls),
     sentinels: target.sentinels.map(({ host, port }) => ({ host, port })),
     name: target.masterName,
     role: "master",
@@ -188,7 +195,7 @@ function sentinelOptions(target: SentinelTarget, name: string, subscriber: boole
     ...(target.password !== undefined ? { password: target.password } : {}),
     ...(tls ? { enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
     autoResubscribe: false,
-    enableAutoPipelining: !subscriber,
+    enableAutoPipelining: false,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     retryStrategy: retryDelay,
@@ -209,13 +216,13 @@ function clusterOptions(target: ClusterTarget, name: string, subscriber: boolean
     // Topology changes nobody told us about (a MOVED reply refreshes at once).
     slotsRefreshInterval: slotsRefreshIntervalMs,
     slotsRefreshTimeout: Math.min(target.commandTimeoutMs, 1_000),
-    enableAutoPipelining: !subscriber,
+    enableAutoPipelining: false,
     shardedSubscribers: subscriber,
     // Retry forever: a number from this keeps the Cluster reconnecting (cluster/index.js:747-773).
     clusterRetryStrategy: (times: number) => Math.min(100 * times, 1_000),
     lazyConnect: true,
     redisOptions: {
-      ...connectionOptions(target, name, tls),
+      ...connectionOptions(target, name, subscriber, tls),
       ...(target.username !== undefined ? { username: target.username } : {}),
       ...(target.password !== undefined ? { password: target.password } : {}),
       maxRetriesPerRequest: 1,
@@ -319,7 +326,13 @@ export function createRedisClients(target: RedisServerTarget, options: RedisClie
   const STATUS_EVENTS = ["ready", "close", "end", "reconnecting", "connecting", "connect"];
   for (const { client } of connections) for (const event of STATUS_EVENTS) client.on(event, report);
 
-  const deadline = withDeadline(target.commandTimeoutMs);
+  const withinDeadline = withDeadline(target.commandTimeoutMs);
+  // Every call goes through `within`: the calls of one turn share a socket write per node.
+  const batch = createWriteBatching(() => (isCluster(commands) ? commands.nodes("master") : [commands]));
+  const deadline = <T>(operation: () => Promise<T>): Promise<T> => {
+    batch();
+    return withinDeadline(operation);
+  };
   let within = deadline;
   if (isCluster(commands) && isCluster(subscriber)) {
     const commandCluster = commands;

@@ -3,9 +3,9 @@ import { StoreUnavailable } from "../../domain/index.js";
 
 // Replies that mean "Redis is there but cannot serve this now": treated like
 // a lost connection, so callers see UNAVAILABLE and may retry. MOVED and ASK
-// (the command was not run) reach us when ioredis does not follow them: an
-// auto-pipelined batch to a node that lost a slot fails its redirected
-// commands with the raw reply when the batch also holds a write.
+// (the command was not run) reach us when ioredis does not follow them: it
+// follows them for the single commands the store sends, but a pipeline to a
+// node that lost a slot fails its redirected commands with the raw reply.
 const TRANSIENT_REPLY = /^(LOADING|BUSY|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|NOREPLICAS|MOVED|ASK)\b/;
 
 /**
