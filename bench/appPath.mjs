@@ -1,9 +1,10 @@
 /**
  * The service's own path per command, outside gRPC: the application, the
- * Redis store and ioredis against a private redis-server, 64 concurrent
- * callers running delivery lives (create, start, increase budget, pick up,
- * deliver, with request ids), each command's response encoded as the gRPC
- * handler would. Prints the CPU per command of this process (µs) and the
+ * Redis store and the server's Redis clients (createRedisClients: their write
+ * batching, deadline and timeouts) against a private redis-server, 64
+ * concurrent callers running delivery lives (create, start, increase budget,
+ * pick up, deliver, with request ids), each command's response encoded as
+ * the gRPC handler would. Prints the CPU per command of this process (µs) and the
  * rate, per window; the first window is a warm-up. With --reads, the path of
  * GetDelivery instead: 2,000 deliveries of 3 events each (as the bench's
  * reads section), read at random and encoded as the handler does.
@@ -16,7 +17,6 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
-import { Redis } from "ioredis";
 import { startRedis } from "./lib/redisServer.mjs";
 
 const { values } = parseArgs({
@@ -33,7 +33,8 @@ for (const name of ["windows", "ms", "concurrency"]) {
 const dist = process.env.BENCH_SERVICE_DIST ? pathToFileURL(`${path.resolve(process.env.BENCH_SERVICE_DIST)}/`).href : new URL("../dist/", import.meta.url).href;
 const { createRedisEventStore } = await import(`${dist}store/redis/redisEventStore.js`);
 const { createDeliveryApp } = await import(`${dist}app/deliveryApp.js`);
-const { withDeadline } = await import(`${dist}store/redis/deadline.js`);
+const { createRedisClients } = await import(`${dist}store/redis/redisClients.js`);
+const { parseRedisTarget } = await import(`${dist}store/redis/redisTarget.js`);
 const { updateBytes } = await import(`${dist}mapping/protoMapping.js`);
 const { encodeDeliveryIn } = await import(`${dist}mapping/wire.js`);
 
@@ -46,11 +47,12 @@ const LIFE = [
 ];
 
 const redisServer = await startRedis();
-const redis = new Redis(redisServer.url, { enableAutoPipelining: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: true });
+// The server's own clients (their write batching, deadline and timeouts); the subscriber stays idle.
+const clients = createRedisClients(parseRedisTarget({ REDIS_URL: redisServer.url }), { name: "bench-app-path" });
 try {
-  await redis.connect();
-  // As the server builds them: a deadline per call, the default partitions.
-  const store = createRedisEventStore({ redis, within: withDeadline(2_000) });
+  await clients.connect();
+  // As the server builds it: a deadline per call, the default partitions.
+  const store = createRedisEventStore({ redis: clients.commands, within: (operation) => clients.within(operation) });
   const app = createDeliveryApp({ store });
   let calls = 0;
   let stop = false;
@@ -99,6 +101,6 @@ try {
     console.log(`window ${window + 1}${window === 0 ? " (warm-up)" : ""}: ${((used.user + used.system) / done).toFixed(1)} µs CPU per ${what}, ${Math.round(done / seconds)} ${what}s/s`);
   }
 } finally {
-  redis.disconnect();
+  await clients.close();
   await redisServer.stop();
 }
