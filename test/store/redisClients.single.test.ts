@@ -138,7 +138,6 @@ describe("single Redis", () => {
   it("while Redis is frozen, every call fails within the deadline from its arrival; then recovers within a second", async () => {
     const callers = 64;
     const freezeMs = 1_500;
-    // ioredis' commandTimeout alone, for comparison (from the command's write; on this client a backstop at twice the deadline).
     const measure = async (call: () => Promise<unknown>) => {
       const errors: number[] = [];
       let successes = 0;
@@ -167,8 +166,7 @@ describe("single Redis", () => {
     process.kill(serverPid, "SIGSTOP");
     try {
       const withDeadline = await measure(() => callRedis(() => clients.within(() => clients.commands.get("t:single:k"))));
-      const ioredisOnly = await measure(() => callRedis(() => clients.commands.get("t:single:k")));
-      timings.frozen = { timeoutMs: TIMEOUT_MS, callers, withDeadline, ioredisCommandTimeoutOnly: ioredisOnly };
+      timings.frozen = { timeoutMs: TIMEOUT_MS, callers, withDeadline };
       expect(withDeadline.successes).toBe(0);
       expect(withDeadline.calls).toBeGreaterThanOrEqual(callers * 2);
       expect(withDeadline.p99).toBeLessThanOrEqual(TIMEOUT_MS * 1.2);
@@ -187,6 +185,28 @@ describe("single Redis", () => {
     );
     timings.resumedToAllSucceedMs = Date.now() - resumed;
     expect(Date.now() - resumed).toBeLessThan(1_000);
+  });
+
+  it("a connection made while Redis is frozen is replaced after the deadline, and is ready once Redis answers again", async () => {
+    const commands = clients.commands as Redis;
+    const connected: number[] = [];
+    const onConnect = () => connected.push(Date.now());
+    commands.on("connect", onConnect);
+    process.kill(serverPid, "SIGSTOP");
+    try {
+      // The stopped process still completes TCP handshakes: the new connection's ready check gets no reply.
+      // (ioredis destroys a socket Redis does not close within its disconnectTimeout, 2 s, then reconnects.)
+      commands.disconnect(true);
+      await waitUntil(() => connected.length >= 2, "a second connection once the first one's ready check stalled", 8_000);
+      expect(connected[1]! - connected[0]!).toBeGreaterThanOrEqual(TIMEOUT_MS - 10);
+      expect(commands.status).not.toBe("ready");
+      await expect(callRedis(() => clients.within(() => commands.get("t:single:k")))).rejects.toBeInstanceOf(StoreUnavailable);
+    } finally {
+      process.kill(serverPid, "SIGCONT");
+      commands.off("connect", onConnect);
+    }
+    await waitUntil(() => commands.status === "ready", "the command client ready after SIGCONT", 5_000);
+    await expect(clients.within(() => commands.get("t:single:k"))).resolves.toBe("v");
   });
 
   it("deadline errors are plain Errors that start with 'Command timed out'", async () => {

@@ -76,9 +76,16 @@ function parsePrior(value: string): PriorRequest {
   return { version: Number(value.slice(0, colon)), fingerprint: value.slice(colon + 1) };
 }
 
-/** Reads the layout of an existing store, or records a new one; shared with the migration. */
-export async function openLayout(redis: Redis | Cluster, keyPrefix: string, partitions: number): Promise<RedisKeys> {
-  const callRedis = callRedisOnce;
+/**
+ * Reads the layout of an existing store, or records a new one; shared with the migration.
+ * `callRedis`: how each call is made (the store's gives it its deadline).
+ */
+export async function openLayout(
+  redis: Redis | Cluster,
+  keyPrefix: string,
+  partitions: number,
+  callRedis: <T>(operation: () => Promise<T>) => Promise<T> = callRedisOnce,
+): Promise<RedisKeys> {
   const probe = createRedisKeys(keyPrefix, 1);
   let meta = await callRedis(() => redis.hgetall(probe.meta));
   if (meta.layout === undefined) {
@@ -122,7 +129,7 @@ export function createRedisEventStore({
   // Once read, every call takes it without a wait (`layout ?? (await keys())`).
   let layout: RedisKeys | undefined;
   const keys = (): Promise<RedisKeys> => {
-    opened ??= openLayout(redis, keyPrefix, partitions).then(
+    opened ??= openLayout(redis, keyPrefix, partitions, callRedis).then(
       (k) => (layout = k),
       (error: unknown) => {
         opened = undefined;
